@@ -1,0 +1,14 @@
+"""Environment adapters: each a ``gymnasium.Env`` whose observation dict has ``text`` and ``images``.
+
+Example:
+    >>> import envs
+    >>> env = envs.make("synthetic_vqa", seed=0)
+"""
+
+from envs.registry import make, names, register
+
+# Lazy "module:Class" entries: importing ``envs`` imports no env module (and no optional extra).
+register("synthetic_vqa", "envs.vqa.synthetic:SyntheticVQAEnv")
+register("dataset_vqa", "envs.vqa.dataset:DatasetVQAEnv")
+
+__all__ = ["make", "names", "register"]

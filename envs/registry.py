@@ -1,0 +1,32 @@
+"""Name -> env constructor registry used by configs (``env.id``)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+
+# name -> "module:attr"; modules import lazily so a missing optional extra only fails for the env that needs it.
+_REGISTRY: dict[str, str | Callable[..., gym.Env]] = {}
+
+
+def register(name: str, entry_point: str | Callable[..., gym.Env]) -> None:
+    """Register ``entry_point`` ("package.module:Class" or a callable) under ``name``."""
+    _REGISTRY[name] = entry_point
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make(name: str, **kwargs: Any) -> gym.Env:
+    """Construct the env registered as ``name`` with ``kwargs``; unknown names are a one-line error."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown env '{name}' (known: {', '.join(names())})")
+    entry = _REGISTRY[name]
+    if isinstance(entry, str):
+        module, attr = entry.split(":")
+        entry = getattr(importlib.import_module(module), attr)
+    return entry(**kwargs)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up .venv on a fresh Debian machine (root, only python3 present) or a developer machine: system packages via apt
+# when missing, torch (the CPU wheel when no CUDA GPU is present), then mmrl editable with the extras asked for.
+# Usage: scripts/setup.sh [EXTRAS]   (EXTRAS defaults to "dev")
+set -euo pipefail
+EXTRAS="${1:-dev}"
+VENV="${VENV:-.venv}"
+PY="${PYTHON:-python3}"
+
+apt_install() {  # apt_install PKG...: install Debian packages that are missing (needs root)
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then echo "setup: please install: ${missing[*]}" >&2; return 1; fi
+  echo "setup: apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# venv and pip need python3-venv on Debian's own python; a pyenv/python.org build already has them.
+if ! "$PY" -c "import venv, ensurepip" >/dev/null 2>&1; then
+  ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  apt_install "python${ver}-venv" python3-pip
+fi
+# Fonts for the rendered scenes and plots; make for the Makefile itself on a bare machine.
+command -v dpkg >/dev/null 2>&1 && apt_install fonts-dejavu-core
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+VPY="$VENV/bin/python"
+"$VPY" -m pip install -q --upgrade pip >/dev/null
+
+if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    "$VPY" -m pip install -q torch
+  else
+    "$VPY" -m pip install -q torch==2.13.0  # the CPU wheel; plain `torch` would pull GBs of CUDA packages
+  fi
+fi
+"$VPY" -m pip install -q -e ".[${EXTRAS}]"
+echo "setup: ready ($("$VPY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

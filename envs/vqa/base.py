@@ -1,0 +1,210 @@
+"""What every single-turn visual-QA env shares: the step (parse the answer, score it with ``rewards``), render, spaces.
+
+A subclass builds an :class:`Episode` in ``reset`` and hands it to :meth:`VQAEnv._begin`; ``step`` does the rest.
+
+Example:
+    >>> extract_answer("<think>two and one</think><answer> 3 </answer>")
+    '3'
+    >>> answers_match("3.0", "3"), answers_match("Red.", "red")
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+import rewards
+from mmrl.config import ConfigError
+
+ACTION_CHARSET = frozenset(string.printable)  # what action_space.sample() draws from; step accepts any str
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def extract_answer(text: str) -> str | None:
+    """The stripped content of the last ``<answer>...</answer>`` in ``text``, or None when there is none."""
+    matches = _ANSWER_RE.findall(text)
+    return matches[-1].strip() if matches else None
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.strip().lower().rstrip(".").split())
+
+
+def answers_match(predicted: str | None, truth: str) -> bool:
+    """Exact match after lower-casing, collapsing whitespace and dropping a final period; numbers compare by value."""
+    if predicted is None:
+        return False
+    a, b = _normalize(predicted), _normalize(truth)
+    if a == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def image_hw(image_size: int | list[int]) -> tuple[int, int]:
+    """``(height, width)`` from a config's ``image_size`` (a side, or ``[height, width]``); each must be >= 16."""
+    hw = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
+    if len(hw) != 2 or min(hw) < 16:
+        raise ConfigError(f"image_size: expected a side or [height, width], each >= 16, got {image_size!r}")
+    return int(hw[0]), int(hw[1])
+
+
+def text_space(texts: list[str], extra_max: int = 0) -> spaces.Text:
+    """A ``Text`` space admitting every string in ``texts`` (charset: printable ASCII plus their characters), or ''."""
+    charset = frozenset(string.printable).union(*(set(t) for t in texts))
+    return spaces.Text(max_length=max([len(t) for t in texts] + [1]) + extra_max, min_length=0, charset=charset)
+
+
+class RGBImage(spaces.Space[np.ndarray]):
+    """An RGB uint8 image ``[H, W, 3]`` of any height and width (datasets whose images are not resized to one size).
+
+    Example:
+        >>> RGBImage().contains(np.zeros((5, 7, 3), np.uint8))
+        True
+    """
+
+    def __init__(self, max_sample_side: int = 64, seed: int | np.random.Generator | None = None) -> None:
+        self.max_sample_side = max_sample_side  # sample() draws sides in [1, max_sample_side]
+        super().__init__(shape=None, dtype=np.uint8, seed=seed)
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        return False
+
+    def sample(self, mask: Any = None, probability: Any = None) -> np.ndarray:
+        """A random-noise image of random size (``mask``/``probability`` are not supported)."""
+        h, w = (int(v) for v in self.np_random.integers(1, self.max_sample_side + 1, size=2))
+        return self.np_random.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+    def contains(self, x: Any) -> bool:
+        return (
+            isinstance(x, np.ndarray)
+            and x.dtype == np.uint8
+            and x.ndim == 3
+            and x.shape[0] > 0
+            and x.shape[1] > 0
+            and x.shape[2] == 3
+        )
+
+    def __repr__(self) -> str:
+        return "RGBImage()"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RGBImage)
+
+
+@dataclass
+class Episode:
+    """One question: what the model sees, the ground truth, and what the rewards and info get."""
+
+    text: str  # user-turn text (question + format instruction)
+    images: list[np.ndarray]  # RGB uint8 [H, W, 3]
+    answer: str  # ground truth
+    answer_choices: list[str] | None  # finite answer vocabulary, None when open-ended
+    solution: str  # reference completion in the expected format
+    columns: dict[str, Any] = field(default_factory=dict)  # extra reward-function columns (one value each)
+    info: dict[str, Any] = field(default_factory=dict)  # extra info keys (reset and step)
+
+
+def reference_solution(answer: str, thought: str) -> str:
+    """``<think>{thought}</think><answer>{answer}</answer>``: the completion format the ``format`` reward expects."""
+    return f"<think>{thought}</think><answer>{answer}</answer>"
+
+
+class VQAEnv(gym.Env[dict[str, Any], str]):
+    """Base of the single-turn VQA envs: the action is the model's raw text, scored by ``rewards.composite``.
+
+    ``reset`` returns ``{"text", "images"}`` (images as a tuple: Gymnasium's ``Sequence`` space holds tuples); ``step``
+    terminates the episode and returns an empty observation. ``step`` before ``reset`` or after termination raises
+    ``gymnasium.error.ResetNeeded``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
+
+    def __init__(self, reward_weights: dict[str, float], render_mode: str | None, max_action_length: int) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(f"render_mode: '{render_mode}' is not supported (use 'rgb_array' or null)")
+        if not reward_weights:
+            raise ConfigError("rewards: give at least one reward name -> weight")
+        if max_action_length < 1:
+            raise ConfigError(f"max_action_length: must be >= 1, got {max_action_length}")
+        self.render_mode = render_mode
+        self.reward_weights = dict(reward_weights)
+        self._reward_fn = rewards.composite(self.reward_weights)  # unknown reward names fail here, at construction
+        self.action_space = spaces.Text(max_length=max_action_length, min_length=0, charset=ACTION_CHARSET)
+        self._episode: Episode | None = None
+        self._done = True
+
+    # ------------------------------------------------------------------------------------------------------ episode
+    def _begin(self, episode: Episode) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start ``episode``: return the reset ``(obs, info)`` with fresh copies (callers may keep them)."""
+        self._episode = episode
+        self._done = False
+        obs = {"text": episode.text, "images": tuple(img.copy() for img in episode.images)}
+        info = {
+            "answer": episode.answer,
+            "answer_choices": list(episode.answer_choices) if episode.answer_choices is not None else None,
+            "solution": episode.solution,
+            **_copy(episode.info),
+        }
+        return obs, info
+
+    def step(self, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """Score ``action`` (the model's raw text) and end the episode.
+
+        Returns ``(obs, reward, terminated=True, truncated=False, info)``; ``obs`` is ``{"text": "", "images": ()}``
+        (no next turn); ``info`` has ``answer``, ``parsed_answer``, ``success``, ``reward_parts`` and the reset extras.
+        Malformed text is scored by the reward functions (their minimum); it never raises.
+        """
+        if self._episode is None:
+            raise gym.error.ResetNeeded(f"{type(self).__name__}.step() called before reset()")
+        if self._done:
+            raise gym.error.ResetNeeded(f"{type(self).__name__}.step() called after the episode ended; call reset()")
+        if isinstance(action, bytes):
+            action = action.decode("utf-8", errors="replace")
+        if not isinstance(action, str):
+            raise TypeError(f"{type(self).__name__}.step() takes the model's text (str), got {type(action).__name__}")
+        ep = self._episode
+        columns = {"answer": [ep.answer], **{k: [v] for k, v in ep.columns.items()}}
+        total, parts = self._reward_fn([action], **columns)
+        parsed = extract_answer(action)
+        self._done = True
+        info = {
+            "answer": ep.answer,
+            "parsed_answer": parsed,
+            "success": answers_match(parsed, ep.answer),
+            "reward_parts": {name: float(values[0]) for name, values in parts.items()},
+            **_copy(ep.info),
+        }
+        return {"text": "", "images": ()}, float(total[0]), True, False, info
+
+    def render(self) -> np.ndarray | None:
+        """The current episode's (first) image, RGB uint8 ``[H, W, 3]``; None when render_mode is None."""
+        if self.render_mode is None:
+            gym.logger.warn(f"{type(self).__name__}.render() called with render_mode=None")
+            return None
+        if self._episode is None:
+            raise gym.error.ResetNeeded(f"{type(self).__name__}.render() called before reset()")
+        if not self._episode.images:
+            return np.zeros((1, 1, 3), dtype=np.uint8)
+        return self._episode.images[0].copy()
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of plain info data (dicts, lists, arrays), so returned infos never share mutable objects."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return value

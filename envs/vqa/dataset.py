@@ -1,0 +1,289 @@
+"""VQA rows from a JSONL or Parquet file, in the ``{prompt, images: [paths], answer}`` schema of EasyR1 / verl / TRL.
+
+Schema of one row (JSON object or Parquet record):
+
+- ``prompt`` (str), aliases ``problem``, ``question``: the question text; ``prompt_suffix`` (the format instruction) is
+  appended to it.
+- ``images`` (list), alias ``image`` (one entry): each entry a path, relative to the data file's directory unless
+  absolute, or a Hugging Face ``datasets`` image struct ``{"bytes": ..., "path": ...}`` (embedded bytes win). May be
+  absent (text-only row). Images are decoded lazily, at ``reset``, as RGB uint8 ``[H, W, 3]``.
+- ``answer`` (str or number), alias ``solution``: the ground truth. A ``solution`` that wraps its answer in
+  ``<answer>...</answer>`` (R1-V style) contributes only the wrapped text.
+- ``answer_choices`` (optional list): the finite answer vocabulary, returned in ``info["answer_choices"]``.
+- any other column (``data_source``, ``image_size``, ...): passed to the reward functions as a column of the same name
+  and returned in ``info`` under its name (at reset and step). The names ``success``, ``reward_parts``,
+  ``parsed_answer`` and ``row_index`` are the env's own info keys and are refused.
+
+When a row has a field under several names (``prompt`` and ``question``), the first name listed above wins; the others
+are passed to the reward functions only. A null value counts as absent (Parquet fills a row's missing columns with
+nulls, so the same rows load identically from JSONL and Parquet). Every row is validated when the env is built
+(missing prompt or answer, ``images`` not a list, an image file that does not exist): a bad row is a one-line
+:class:`DatasetError` naming the file, the line (JSONL, 1-based) or row (Parquet, 0-based) and the field.
+
+Order: ``reset()`` visits rows in file order, or with ``shuffle`` in a permutation seeded by ``seed`` (a fresh one each
+pass). ``reset(seed=s)`` jumps to position ``s`` of that order (so a seed names a question, as in the synthetic env) and
+later ``reset()`` calls continue from there; ``reset(options={"index": i})`` shows row ``i`` of the file without moving
+the position.
+
+Example:
+    >>> env = DatasetVQAEnv(path="assets/vqa/sample.jsonl", rewards={"accuracy": 1.0})
+    >>> obs, info = env.reset(options={"index": 0})
+    >>> env.num_rows, obs["images"][0].dtype
+    (6, dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from PIL import Image
+
+from envs.vqa.base import Episode, RGBImage, VQAEnv, extract_answer, image_hw, reference_solution, text_space
+from mmrl.config import ConfigError, from_dict
+
+logger = logging.getLogger(__name__)
+
+PROMPT_KEYS: tuple[str, ...] = ("prompt", "problem", "question")
+ANSWER_KEYS: tuple[str, ...] = ("answer", "solution")
+IMAGE_KEYS: tuple[str, ...] = ("images", "image")
+RESERVED_INFO: frozenset[str] = frozenset({"success", "reward_parts", "parsed_answer", "row_index"})
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class DatasetError(ConfigError):
+    """A bad data file or row: one line naming the file, the line/row and the field."""
+
+
+@dataclass
+class DatasetVQAConfig:
+    path: str = ""  # JSONL (.jsonl/.ndjson/.json) or Parquet (.parquet) file of {prompt, images, answer} rows
+    shuffle: bool = False  # visit rows in a seeded permutation (a fresh one each pass) instead of file order
+    seed: int = 0  # seed of the shuffle permutation
+    rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})  # reward name -> weight (rewards.get)
+    prompt_suffix: str = " Answer with <answer>...</answer>."  # format instruction appended to every prompt ("" = none)
+    max_rows: int | None = None  # keep only the first max_rows rows of the file (None = all)
+    image_size: int | list[int] | None = None  # resize images to this side or [height, width]; None keeps native sizes
+    max_action_length: int = 1024  # action_space max length in characters (longer text is still accepted by step)
+    render_mode: str | None = "rgb_array"  # rgb_array (render() returns the current first image) | null
+
+
+@dataclass
+class _Row:
+    where: str  # "file, line N" / "file, row N" for error messages
+    prompt: str
+    images: list[Path | bytes]  # resolved file paths or embedded encoded bytes
+    answer: str
+    choices: list[str] | None
+    columns: dict[str, Any]  # extra reward-function columns (extras + shadowed aliases)
+    info: dict[str, Any]  # extra info keys (extras only)
+
+
+def _read_records(path: Path, max_rows: int | None) -> list[tuple[str, Any]]:
+    """``(where, record)`` pairs from a JSONL/JSON-array or Parquet file; ``where`` names the line or row."""
+    suffix = path.suffix.lower()
+    if suffix in _PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several types for unreadable files
+            raise DatasetError(f"{path}: cannot read Parquet: {str(e).splitlines()[0]}") from None
+        if max_rows is not None:
+            table = table.slice(0, max_rows)
+        return [(f"{path}, row {i}", rec) for i, rec in enumerate(table.to_pylist())]
+    if suffix not in _JSONL_SUFFIXES:
+        known = ", ".join(_JSONL_SUFFIXES + _PARQUET_SUFFIXES)
+        raise DatasetError(f"{path}: unknown data format '{suffix}' (use {known})")
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".json" and text.lstrip().startswith("["):  # a JSON array of rows
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}: invalid JSON: {e}") from None
+        return [(f"{path}, row {i}", rec) for i, rec in enumerate(records[:max_rows])]
+    out: list[tuple[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if max_rows is not None and len(out) >= max_rows:
+            break
+        if not line.strip():
+            continue
+        try:
+            out.append((f"{path}, line {lineno}", json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}, line {lineno}: invalid JSON: {e}") from None
+    return out
+
+
+def _first(record: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, Any]:
+    """The first of ``keys`` present in ``record`` with a non-null value, and that value."""
+    for key in keys:
+        if record.get(key) is not None:
+            return key, record[key]
+    return None, None
+
+
+def _image_ref(entry: Any, field_name: str, where: str, root: Path) -> Path | bytes:
+    """Check one image entry (path or ``{"bytes", "path"}`` struct) and resolve it against ``root``."""
+    if isinstance(entry, dict):
+        if entry.get("bytes"):
+            return bytes(entry["bytes"])
+        entry = entry.get("path")
+    if not isinstance(entry, str) or not entry:
+        raise DatasetError(f"{where}: field '{field_name}' must be an image path, got {type(entry).__name__} {entry!r}")
+    resolved = Path(entry) if Path(entry).is_absolute() else root / entry
+    if not resolved.is_file():
+        raise DatasetError(f"{where}: field '{field_name}': image file not found: {resolved}")
+    return resolved
+
+
+def _parse_row(where: str, record: Any, root: Path) -> _Row:
+    """Validate one record into a :class:`_Row`; raise a one-line DatasetError naming ``where`` and the field."""
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: a row must be an object/mapping, got {type(record).__name__}")
+    # null = absent (Parquet fills a row's missing columns with null)
+    record = {k: v for k, v in record.items() if v is not None}
+    prompt_key, prompt = _first(record, PROMPT_KEYS)
+    if prompt_key is None:
+        raise DatasetError(f"{where}: missing field 'prompt' (or its aliases 'problem', 'question')")
+    if not isinstance(prompt, str):
+        raise DatasetError(f"{where}: field '{prompt_key}' must be a string, got {type(prompt).__name__}")
+
+    answer_key, answer = _first(record, ANSWER_KEYS)
+    if answer_key is None:
+        raise DatasetError(f"{where}: missing field 'answer' (or its alias 'solution')")
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        raise DatasetError(f"{where}: field '{answer_key}' must be a string or number, got {type(answer).__name__}")
+    answer = str(answer)
+    if answer_key == "solution":
+        answer = extract_answer(answer) or answer.strip()
+
+    image_key, images = _first(record, IMAGE_KEYS)
+    if image_key == "images":
+        if not isinstance(images, (list, tuple)):
+            raise DatasetError(f"{where}: field 'images' must be a list of image paths, got {type(images).__name__}")
+        entries = list(images)
+    else:
+        entries = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
+    names = [f"images[{i}]" for i in range(len(entries))] if image_key == "images" else ["image"] * len(entries)
+    refs = [_image_ref(entry, name, where, root) for entry, name in zip(entries, names)]
+
+    choices = record.get("answer_choices")
+    if choices is not None:
+        if not isinstance(choices, (list, tuple)) or not all(isinstance(c, (str, int, float)) for c in choices):
+            raise DatasetError(f"{where}: field 'answer_choices' must be a list of strings")
+        choices = [str(c) for c in choices]
+
+    used = {prompt_key, answer_key, image_key, "answer_choices"}
+    shadowed = {k for k in (*PROMPT_KEYS, *ANSWER_KEYS, *IMAGE_KEYS) if k in record and k not in used}
+    extras = {k: v for k, v in record.items() if k not in used and k not in shadowed}
+    clash = sorted(RESERVED_INFO & set(extras))
+    if clash:
+        raise DatasetError(f"{where}: column '{clash[0]}' clashes with an info key the env sets; rename it")
+    columns = {**extras, **{k: record[k] for k in shadowed}}
+    if choices is not None:
+        columns["answer_choices"] = choices
+    return _Row(where, prompt, refs, answer, choices, columns, extras)
+
+
+class DatasetVQAEnv(VQAEnv):
+    """Single-turn VQA over the rows of a JSONL or Parquet file. See the module docstring for the schema.
+
+    Example:
+        >>> env = DatasetVQAEnv(path="assets/vqa/sample.parquet", shuffle=True, seed=1)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs, reward, terminated, truncated, info = env.step("<think>...</think><answer>3</answer>")
+        >>> sorted(k for k in ("answer", "success", "reward_parts") if k in info)
+        ['answer', 'reward_parts', 'success']
+    """
+
+    def __init__(self, config: DatasetVQAConfig | None = None, **kwargs: Any) -> None:
+        if config is not None and kwargs:
+            raise ConfigError("pass either a DatasetVQAConfig or keyword arguments, not both")
+        self.config = config if config is not None else from_dict(DatasetVQAConfig, kwargs)
+        cfg = self.config
+        if not cfg.path:
+            raise ConfigError("path: the data file (JSONL or Parquet) is required")
+        if cfg.max_rows is not None and cfg.max_rows < 1:
+            raise ConfigError(f"max_rows: must be >= 1 or null, got {cfg.max_rows}")
+        self.path = Path(cfg.path)
+        if not self.path.is_file():
+            raise DatasetError(f"{self.path}: data file not found")
+        self.image_hw = image_hw(cfg.image_size) if cfg.image_size is not None else None
+        root = self.path.resolve().parent
+        self.rows = [_parse_row(where, rec, root) for where, rec in _read_records(self.path, cfg.max_rows)]
+        if not self.rows:
+            raise DatasetError(f"{self.path}: no rows")
+        logger.info("loaded %d VQA rows from %s", len(self.rows), self.path)
+        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length)
+        image_space = RGBImage() if self.image_hw is None else spaces.Box(0, 255, (*self.image_hw, 3), np.uint8)
+        self.observation_space = spaces.Dict(
+            {
+                "text": text_space([r.prompt + cfg.prompt_suffix for r in self.rows]),
+                "images": spaces.Sequence(image_space),
+            }
+        )
+        self._position = 0  # next position in the (possibly shuffled) visiting order; grows past num_rows
+        self._perm_epoch, self._perm = -1, np.arange(0)
+
+    @property
+    def num_rows(self) -> int:
+        """Number of rows loaded (after ``max_rows``)."""
+        return len(self.rows)
+
+    def row_at(self, position: int) -> int:
+        """File row index visited at ``position`` of the order (pass ``position // num_rows`` reshuffles)."""
+        epoch, k = divmod(position, self.num_rows)
+        if not self.config.shuffle:
+            return k
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.config.seed, epoch]).permutation(self.num_rows)
+            self._perm_epoch = epoch
+        return int(self._perm[k])
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Show the next row (``seed`` jumps to that position; ``options={"index": i}`` shows file row ``i``)."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        index = options.pop("index", None)
+        if options:
+            raise ValueError(f"reset(options=...): unknown keys {sorted(options)} (known: index)")
+        if seed is not None:
+            self._position = int(seed)
+        if index is None:
+            index = self.row_at(self._position)
+            self._position += 1
+        elif not isinstance(index, (int, np.integer)) or not 0 <= index < self.num_rows:
+            raise IndexError(f"reset(options={{'index': {index!r}}}): expected an integer in [0, {self.num_rows})")
+        row = self.rows[int(index)]
+        episode = Episode(
+            text=row.prompt + self.config.prompt_suffix,
+            images=[self._load_image(ref, row.where, i) for i, ref in enumerate(row.images)],
+            answer=row.answer,
+            answer_choices=row.choices,
+            solution=reference_solution(row.answer, f"The answer is {row.answer}."),
+            columns=row.columns,
+            info={**row.info, "row_index": int(index)},
+        )
+        return self._begin(episode)
+
+    def _load_image(self, ref: Path | bytes, where: str, i: int) -> np.ndarray:
+        """Decode one image to RGB uint8 ``[H, W, 3]`` (resized to ``image_size`` when set)."""
+        try:
+            with Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref) as img:
+                rgb = img.convert("RGB")
+        except Exception as e:  # PIL raises several types for unreadable images
+            name = "embedded bytes" if isinstance(ref, bytes) else str(ref)
+            raise DatasetError(f"{where}: field 'images[{i}]': cannot read image {name}: {e}") from None
+        if self.image_hw is not None and rgb.size != (self.image_hw[1], self.image_hw[0]):
+            rgb = rgb.resize((self.image_hw[1], self.image_hw[0]), Image.Resampling.BICUBIC)
+        return np.asarray(rgb, dtype=np.uint8).copy()  # [H, W, 3]

@@ -1,0 +1,182 @@
+"""A Hugging Face vision-language model as an RL policy: batched sampling with behaviour log-probs, and recomputation of
+per-token log-probs with grad for the learner.
+
+Log-probs are those of the temperature-scaled distribution ``log_softmax(logits / T)`` at both generation and recompute
+time (top-p/top-k truncation is a sampling device and is not part of the ratio, as in verl and TRL). Vision special tokens
+are suppressed during sampling, so the model never emits an image pad that would desynchronise images and tokens.
+
+Example:
+    >>> policy = load_policy("runs/tiny-qwen2_5_vl")
+    >>> conv = policy.conversation()
+    >>> ids, vision = conv.add_user("How many shapes are there?", [image])
+    >>> [gen] = policy.generate([conv.ids], [conv.vision], SamplingParams(max_new_tokens=16))
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mmrl.rollout.chat import VISION_SPECIAL_TOKENS, Conversation, PromptEncoder, VisionInput
+from mmrl.types import Batch, Trajectory
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SamplingParams:
+    """How to sample one turn."""
+
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0  # nucleus threshold (1.0 = off)
+    top_k: int = 0  # top-k (0 = off)
+    max_new_tokens: int = 32  # generation budget
+
+
+@dataclass
+class Generation:
+    """One sampled response: ids (EOS included when emitted), their behaviour log-probs and the decoded text."""
+
+    ids: list[int]
+    logprobs: list[float]
+    text: str
+
+
+class VLMPolicy:
+    """Policy contract for VLMs: ``generate`` for rollouts, ``log_prob(batch)`` with grad for the learner."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, image_processor: Any, temperature: float = 1.0) -> None:
+        self.model = model
+        self.encoder = PromptEncoder(tokenizer, image_processor)
+        self.tokenizer = tokenizer
+        self.temperature = temperature  # the distribution whose log-probs are trained (set from the rollout config)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        vocab = tokenizer.get_vocab()
+        self.suppress_ids = [vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab]
+        self.eos_ids = sorted(i for i in self.encoder.eos_ids if i is not None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def conversation(self, system: str | None = None) -> Conversation:
+        """A fresh multi-turn prompt builder bound to this policy's tokenizer and image processor."""
+        return Conversation(self.encoder, system=system)
+
+    # ---------------------------------------------------------------------------------------------------------- inputs
+    def _vision_kwargs(self, vision: list[list[VisionInput]]) -> dict[str, torch.Tensor]:
+        """Concatenate the images of a batch in pad order (the model consumes them row by row)."""
+        flat = [v for row in vision for v in row]
+        if not flat:
+            return {}
+        dtype = next(self.model.parameters()).dtype
+        return {
+            "pixel_values": torch.cat([v.pixel_values for v in flat]).to(self.device, dtype),  # [sum patches, D]
+            "image_grid_thw": torch.stack([v.grid_thw for v in flat]).to(self.device),  # [n_images, 3]
+        }
+
+    def _pad(self, seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad id lists to ``[B, T]`` ids and attention mask, on the left (generation) or right (training)."""
+        T = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
+        att = torch.zeros((len(seqs), T), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            sl = slice(T - len(s), T) if left else slice(0, len(s))
+            ids[i, sl] = torch.tensor(s, dtype=torch.long)
+            att[i, sl] = 1
+        return ids.to(self.device), att.to(self.device)
+
+    # -------------------------------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[list[int]], vision: list[list[VisionInput]], params: SamplingParams
+    ) -> list[Generation]:
+        """Sample one response per prompt. ``prompts[i]`` is the full context so far, ``vision[i]`` its images in order."""
+        ids, att = self._pad(prompts, left=True)  # [B, P]
+        greedy = params.temperature <= 0
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=att,
+            **self._vision_kwargs(vision),
+            do_sample=not greedy,
+            temperature=None if greedy else params.temperature,
+            top_p=None if greedy else params.top_p,
+            top_k=None if greedy else params.top_k,
+            max_new_tokens=params.max_new_tokens,
+            suppress_tokens=self.suppress_ids,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.pad_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        new = out.sequences[:, ids.shape[1] :]  # [B, N]
+        logits = torch.stack(out.logits, dim=1).float()  # [B, N, V] raw (unprocessed) logits
+        logp_all = F.log_softmax(logits / (self.temperature if greedy else params.temperature), dim=-1)
+        logp = logp_all.gather(-1, new.unsqueeze(-1)).squeeze(-1)  # [B, N]
+        gens = []
+        for i in range(new.shape[0]):
+            row = new[i].tolist()
+            n = len(row)
+            for j, t in enumerate(row):  # keep through the first EOS; what follows is padding
+                if t in self.eos_ids:
+                    n = j + 1
+                    break
+            gens.append(Generation(row[:n], logp[i, :n].tolist(), self.encoder.decode(row[:n])))
+        return gens
+
+    # ------------------------------------------------------------------------------------------------------- recompute
+    def make_inputs(
+        self, sequences: list[list[int]], loss_masks: list[list[int]], vision: list[list[VisionInput]]
+    ) -> tuple[dict[str, Any], torch.Tensor]:
+        """Training inputs for whole trajectories: ``(model_inputs, mask [B, T-1])``.
+
+        ``mask[b, t]`` is 1 where token ``t+1`` of sequence ``b`` was generated by the model (log-prob position ``t``).
+        """
+        ids, att = self._pad(sequences, left=False)  # [B, T]
+        lm = torch.zeros_like(ids, dtype=torch.float32)
+        for i, m in enumerate(loss_masks):
+            lm[i, : len(m)] = torch.tensor(m, dtype=torch.float32)
+        inputs = {"input_ids": ids.cpu(), "attention_mask": att.cpu(), "vision": list(vision)}
+        return inputs, lm[:, 1:].cpu()  # [B, T-1]
+
+    def forward_logits(self, model_inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[B, T-1, V]`` (temperature applied) predicting tokens 1..T-1, and those target ids ``[B, T-1]``."""
+        ids = model_inputs["input_ids"].to(self.device)
+        att = model_inputs["attention_mask"].to(self.device)
+        out = self.model(input_ids=ids, attention_mask=att, **self._vision_kwargs(model_inputs["vision"]), use_cache=False)
+        logits = out.logits[:, :-1].float() / max(self.temperature, 1e-6)  # [B, T-1, V]
+        return logits, ids[:, 1:]
+
+    def log_prob(self, batch: Batch | dict[str, Any], with_entropy: bool = False):
+        """Per-token log-probs with grad: ``(logp [B, L], mask [B, L])`` (+ ``entropy [B, L]`` when asked)."""
+        inputs = batch.model_inputs if isinstance(batch, Batch) else batch
+        logits, targets = self.forward_logits(inputs)
+        # log p(target) = logit - logsumexp(logits): avoids materialising a second [B, L, V] tensor.
+        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # [B, L]
+        mask = batch.mask if isinstance(batch, Batch) else inputs["attention_mask"][:, 1:].float()
+        mask = mask.to(logp.device)
+        if not with_entropy:
+            return logp, mask
+        p = F.softmax(logits, dim=-1)
+        entropy = torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)  # [B, L]
+        return logp, mask, entropy
+
+    # ------------------------------------------------------------------------------------------------------- batching
+    def collate(self, trajectories: list[Trajectory]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """Whole trajectories as training inputs: ``(model_inputs, mask [B, L], old_logp [B, L])`` with ``L = T - 1``."""
+        seqs, masks, logps, vision = [], [], [], []
+        for traj in trajectories:
+            ids, mask, lp = traj.token_ids()
+            seqs.append(ids)
+            masks.append(mask)
+            logps.append(lp)
+            vision.append([v for turn in traj.turns for v in turn.extras.get("vision", [])])
+        inputs, mask = self.make_inputs(seqs, masks, vision)
+        old = torch.zeros(mask.shape[0], mask.shape[1] + 1)
+        for i, lp in enumerate(logps):
+            old[i, : len(lp)] = torch.tensor(lp)
+        return inputs, mask, old[:, 1:] * mask  # log-prob of token t+1 sits at position t

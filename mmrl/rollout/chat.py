@@ -1,0 +1,148 @@
+"""Multimodal chat prompts for Qwen-family VLMs without the processor class.
+
+transformers' ``Qwen2_5_VLProcessor`` needs torchvision (absent on CPU here), so mmrl does what it does by hand: render the
+chat template, process images with the image processor, and expand each ``<|image_pad|>`` to
+``grid_t * grid_h * grid_w / merge_size**2`` copies before tokenizing. With a real checkpoint on a GPU machine the ids are
+identical to ``AutoProcessor``'s.
+
+A :class:`Conversation` builds a multi-turn episode incrementally: each user turn yields only the *new* token ids (so a
+trajectory is the concatenation of its turns) and the images it introduced, aligned with their pad runs.
+
+Example:
+    >>> enc = PromptEncoder(tokenizer, image_processor)
+    >>> conv = Conversation(enc)
+    >>> ids, vision = conv.add_user("How many shapes?", [image])
+    >>> conv.add_assistant(generated_ids)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_PAD = "<|image_pad|>"
+VIDEO_PAD = "<|video_pad|>"
+# Tokens the policy must never generate: pads would desynchronise images and tokens.
+VISION_SPECIAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
+
+
+@dataclass
+class VisionInput:
+    """One processed image: patch rows and its (t, h, w) grid in patches."""
+
+    pixel_values: torch.Tensor  # [grid_t * grid_h * grid_w, C * temporal_patch * patch * patch]
+    grid_thw: torch.Tensor  # [3] long
+
+    @property
+    def num_tokens(self) -> int:
+        """LLM tokens this image takes after the 2x2 (merge_size**2) patch merger."""
+        return int(self.grid_thw.prod())
+
+
+def to_pil(image: Any) -> Image.Image:
+    """An RGB PIL image from a PIL image or an RGB uint8 array [H, W, 3]."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"images must be RGB uint8 arrays [H, W, 3], got dtype {array.dtype} shape {array.shape}")
+    return Image.fromarray(array, "RGB")
+
+
+class PromptEncoder:
+    """Tokenizer + image processor: renders chat messages and expands image pads as Qwen's processor does."""
+
+    def __init__(self, tokenizer: Any, image_processor: Any) -> None:
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.merge_size = int(getattr(image_processor, "merge_size", 2))
+        self.image_pad_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        self.eos_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
+
+    def process_image(self, image: Any) -> VisionInput:
+        """Resize (smart_resize), normalise and patchify one image."""
+        out = self.image_processor(images=[to_pil(image)], return_tensors="pt")
+        return VisionInput(pixel_values=out["pixel_values"], grid_thw=out["image_grid_thw"][0].long())
+
+    def num_image_tokens(self, vision: VisionInput) -> int:
+        """``grid_t * grid_h * grid_w / merge_size**2``: the pad tokens one image expands to."""
+        return vision.num_tokens // self.merge_size**2
+
+    def expand_image_pads(self, text: str, vision: list[VisionInput]) -> str:
+        """Replace the i-th ``<|image_pad|>`` in ``text`` with ``num_image_tokens(vision[i])`` pads."""
+        parts = text.split(IMAGE_PAD)
+        if len(parts) - 1 != len(vision):
+            raise ValueError(f"prompt has {len(parts) - 1} image placeholders but {len(vision)} images were given")
+        out = [parts[0]]
+        for v, part in zip(vision, parts[1:]):
+            out.append(IMAGE_PAD * self.num_image_tokens(v))
+            out.append(part)
+        return "".join(out)
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        """The chat template applied to ``messages`` as text (image pads not yet expanded)."""
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def encode(self, text: str, vision: list[VisionInput]) -> list[int]:
+        """Token ids of ``text`` after image-pad expansion (no special tokens added)."""
+        return self.tokenizer(self.expand_image_pads(text, vision), add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        """Model text of generated ids, special tokens (EOS) dropped."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def user_message(text: str, num_images: int) -> dict[str, Any]:
+    """A user message with ``num_images`` image slots before its text (Qwen's order)."""
+    return {"role": "user", "content": [{"type": "image"}] * num_images + [{"type": "text", "text": text}]}
+
+
+@dataclass
+class Conversation:
+    """Incremental multi-turn prompt building: each turn returns only the new ids, so turns concatenate exactly.
+
+    The rendered template of all messages so far must extend the text consumed so far; templates that rewrite history
+    (e.g. drop earlier reasoning) are rejected with a clear error rather than silently misaligned.
+    """
+
+    encoder: PromptEncoder
+    system: str | None = None  # optional system prompt
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    consumed: str = ""  # template text already turned into ids
+    ids: list[int] = field(default_factory=list)  # all ids so far
+    vision: list[VisionInput] = field(default_factory=list)  # all images so far, in pad order
+
+    def __post_init__(self) -> None:
+        if self.system is not None:
+            self.messages.append({"role": "system", "content": self.system})
+
+    def add_user(self, text: str, images: list[Any]) -> tuple[list[int], list[VisionInput]]:
+        """Append a user turn; return ``(new_ids, new_vision)`` ending with the assistant generation prompt."""
+        new_vision = [self.encoder.process_image(img) for img in images]
+        self.messages.append(user_message(text, len(images)))
+        full = self.encoder.render(self.messages, add_generation_prompt=True)
+        if not full.startswith(self.consumed):
+            raise ValueError("the chat template rewrites earlier turns; multi-turn prompts cannot be built incrementally")
+        new_ids = self.encoder.encode(full[len(self.consumed) :], new_vision)
+        self.consumed = full
+        self.ids += new_ids
+        self.vision += new_vision
+        return new_ids, new_vision
+
+    def add_assistant(self, response_ids: list[int]) -> None:
+        """Append the generated response (ids as generated, never re-tokenized)."""
+        closed = bool(response_ids) and response_ids[-1] in self.encoder.eos_ids
+        body = list(response_ids[:-1] if closed else response_ids)
+        content = self.encoder.tokenizer.decode(body, skip_special_tokens=False)
+        self.messages.append({"role": "assistant", "content": content})
+        text = content + ("<|im_end|>" if closed else "")
+        # The template closes an assistant turn with "<|im_end|>\n". A response cut by the length limit never emitted its
+        # end token, so the next rendered user segment simply starts with it: nothing to patch here.
+        self.consumed += text
+        self.ids += list(response_ids)

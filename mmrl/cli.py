@@ -1,0 +1,95 @@
+"""The ``mmrl`` command.
+
+    mmrl train CONFIG [key=value ...]      train (RL with optional warm-up); resume=true via train.resume=true
+    mmrl eval CONFIG [key=value ...]       held-out evaluation of model.path (or the run's latest checkpoint)
+    mmrl reward --fn NAMES --input ROWS    score offline rows with reward functions
+    mmrl build-tiny PATH [--preset NAME]   build the offline tiny Qwen2.5-VL checkpoint
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from rich.logging import RichHandler
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)])  # fmt: skip
+    for noisy in ("transformers", "httpx", "urllib3", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(args: argparse.Namespace):
+    from mmrl.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mmrl.trainer.loop import Trainer
+
+    cfg = _load(args)
+    summary = Trainer(cfg, show_progress=not args.no_progress).fit()
+    print(json.dumps(summary, indent=2))
+    if "accuracy_before_rl" in summary:
+        print(f"held-out accuracy after warm-up: {summary['accuracy_before_rl']:.3f}   "
+              f"after RL: {summary['accuracy_after_rl']:.3f}   (n={summary['eval_size']}, {summary['minutes']:.1f} min)")
+    print(f"run directory: {cfg.run_dir}  (metrics.jsonl, curves.png, tensorboard/, checkpoints/)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mmrl.trainer.loop import Trainer
+
+    cfg = _load(args)
+    cfg.train.resume = True
+    result = Trainer(cfg, show_progress=False).evaluate()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_build_tiny(args: argparse.Namespace) -> int:
+    from mmrl.models.tiny import build_tiny_qwen2_5_vl
+
+    print(build_tiny_qwen2_5_vl(args.path, preset=args.preset, seed=args.seed, overwrite=True))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "reward":  # the reward CLI owns its own arguments
+        from rewards.cli import main as reward_main
+
+        return reward_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="mmrl", description="RL for multimodal and embodied agents.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (("train", cmd_train, "train from a YAML config"), ("eval", cmd_eval, "evaluate a run")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("config", help="YAML config file")
+        p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algo.lr=1e-5 train.resume=true")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.set_defaults(fn=fn)
+    sub.add_parser("reward", help="score offline rows (mmrl reward --help)")
+    p = sub.add_parser("build-tiny", help="build the offline tiny Qwen2.5-VL checkpoint")
+    p.add_argument("path")
+    p.add_argument("--preset", default="default")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_build_tiny)
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    from mmrl.config import ConfigError
+
+    try:
+        return args.fn(args)
+    except (ConfigError, FileNotFoundError, KeyError) as e:
+        print(f"mmrl: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The training loop: optional supervised warm-up, then RL steps ``collect -> score -> advantage -> update``.
+
+Each step is a short named method; the loop itself only sequences them, logs, evaluates and checkpoints. Every source of
+randomness in a step is seeded from ``(seed, step)``, so a run resumed from a checkpoint replays the same next step.
+
+Example:
+    >>> cfg = load_config("configs/quickstart.yaml", ["train.steps=5"])
+    >>> summary = Trainer(cfg).fit()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+import envs
+from mmrl.algos import advantages
+from mmrl.algos.learner import Learner
+from mmrl.config import RunConfig, to_dict
+from mmrl.models import load_policy
+from mmrl.policies.vlm import SamplingParams
+from mmrl.rollout.collector import Collector
+from mmrl.trainer import checkpoint as ckpt
+from mmrl.trainer.logging import MetricsLogger
+from mmrl.trainer.progress import Progress
+from mmrl.types import Batch, Trajectory
+from mmrl.viz.plots import plot_curves
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def step_seed(*parts: int) -> int:
+    """A 31-bit seed derived from ``parts`` (run seed, phase, step): independent streams per step."""
+    return int(np.random.default_rng(list(parts)).integers(0, 2**31 - 1))
+
+
+def group_stats(rewards: torch.Tensor, group_ids: torch.Tensor) -> float:
+    """Fraction of groups whose rewards are all equal (they carry no GRPO signal)."""
+    zero = [float(rewards[group_ids == g].std(unbiased=False)) < 1e-8 for g in group_ids.unique()]
+    return float(np.mean(zero)) if zero else 0.0
+
+
+class Trainer:
+    """Runs one :class:`~mmrl.config.RunConfig` end to end, writing everything under ``cfg.run_dir``."""
+
+    def __init__(self, cfg: RunConfig, show_progress: bool = True) -> None:
+        self.cfg = cfg
+        self.run_dir = cfg.run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        if cfg.model.build_tiny:
+            from mmrl.models.tiny import build_tiny_qwen2_5_vl
+
+            build_tiny_qwen2_5_vl(cfg.model.path, preset=cfg.model.tiny_preset, seed=cfg.seed)
+        resume_from = ckpt.latest_checkpoint(self.run_dir) if cfg.train.resume else None
+        m = cfg.model
+        self.policy = load_policy(resume_from or m.path, m.dtype, m.device, m.min_pixels, m.max_pixels,
+                                  temperature=cfg.rollout.temperature)  # fmt: skip
+        self.ref_policy = None
+        if cfg.algo.kl_coef:  # kl_coef = 0 loads no reference model at all
+            self.ref_policy = load_policy(m.path, m.dtype, m.device, m.min_pixels, m.max_pixels, cfg.rollout.temperature)
+            self.ref_policy.model.requires_grad_(False).eval()
+        env_kwargs = {**cfg.env.kwargs, "rewards": dict(cfg.rewards)}
+        eval_kwargs = {**env_kwargs, **cfg.env.eval_kwargs}
+        self.collector = Collector(self.policy, lambda: envs.make(cfg.env.id, **env_kwargs), cfg.env.max_turns,
+                                   cfg.rollout.batch_size)  # fmt: skip
+        self.eval_collector = Collector(self.policy, lambda: envs.make(cfg.env.id, **eval_kwargs), cfg.env.max_turns,
+                                        cfg.rollout.batch_size)  # fmt: skip
+        self.learner = Learner(self.policy, cfg.algo)
+        self.advantage_fn = advantages.get(cfg.algo.advantage)
+        self.sampling = SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_k,
+                                       cfg.rollout.max_new_tokens)  # fmt: skip
+        self.step = 0
+        self.summary: dict[str, Any] = {}
+        if resume_from is not None:
+            state = ckpt.load_trainer_state(resume_from)
+            self.learner.optimizer.load_state_dict(state["optimizer"])
+            ckpt.set_rng_state(state["rng"])
+            self.step = int(state["step"])
+            self.summary = dict(state.get("summary", {}))
+            logger.info("resumed from %s (step %d)", resume_from, self.step)
+        self.metrics = MetricsLogger(self.run_dir, resume_step=self.step if resume_from else None)
+        self.progress = Progress(enabled=show_progress)
+
+    # ------------------------------------------------------------------------------------------------------ warm-up
+    def warmup(self) -> dict[str, float]:
+        """Supervised steps on the env's reference completions (``info["solution"]``) so the policy learns the format.
+
+        With ``warmup.targets = "format"`` the answer inside the solution is replaced by one drawn uniformly from
+        ``info["answer_choices"]``: the policy learns the output format but not the task, and any accuracy gained later
+        comes from RL alone.
+        """
+        wc = self.cfg.warmup
+        if wc.steps <= 0:
+            return {}
+        opt = torch.optim.AdamW(self.learner.params, lr=wc.lr)
+        env = envs.make(self.cfg.env.id, **{**self.cfg.env.kwargs, "rewards": dict(self.cfg.rewards)})
+        eos = self.policy.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        loss_val = float("nan")
+        with self.progress.task("warm-up", wc.steps) as advance:
+            for k in range(wc.steps):
+                rng = np.random.default_rng([self.cfg.seed, 1, k])
+                seqs, masks, vision = [], [], []
+                for _ in range(wc.batch_size):
+                    obs, info = env.reset(seed=int(rng.integers(0, 2**31 - 1)))
+                    target = info["solution"]
+                    if wc.targets == "format" and info.get("answer_choices"):
+                        # every mention of the truth (in the reasoning too) becomes the drawn answer
+                        fake = str(rng.choice(info["answer_choices"]))
+                        target = re.sub(rf"\b{re.escape(str(info['answer']))}\b", fake, target)
+                    conv = self.policy.conversation()
+                    conv.add_user(obs["text"], obs.get("images") or [])
+                    tgt = self.policy.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
+                    seqs.append(conv.ids + tgt)
+                    masks.append([0] * len(conv.ids) + [1] * len(tgt))
+                    vision.append(conv.vision)
+                inputs, mask = self.policy.make_inputs(seqs, masks, vision)
+                self.policy.model.train()
+                logp, mask = self.policy.log_prob(inputs)[0], mask.to(self.policy.device)
+                loss = -(logp * mask).sum() / mask.sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.learner.params, self.cfg.algo.max_grad_norm)
+                opt.step()
+                loss_val = float(loss.detach())
+                advance(f"nll {loss_val:.3f}")
+        env.close()
+        self.metrics.log(0, {"warmup/nll": loss_val})
+        return {"warmup/nll": loss_val}
+
+    # -------------------------------------------------------------------------------------------------------- steps
+    def collect(self) -> list[Trajectory]:
+        """Roll out ``prompts_per_step`` prompts x ``group_size`` samples with the current policy."""
+        a = self.cfg.algo
+        rng = np.random.default_rng([self.cfg.seed, 2, self.step])
+        seeds = rng.integers(0, 2**31 - 1, size=a.prompts_per_step).tolist()
+        torch.manual_seed(step_seed(self.cfg.seed, 3, self.step))
+        self.policy.model.eval()
+        return self.collector.collect(seeds, a.group_size, self.sampling)
+
+    def score(self, trajs: list[Trajectory]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Episode returns ``[B]`` and per-reward-function mean/std (from the envs' ``reward_parts``)."""
+        rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+        stats = {"reward/mean": float(rewards.mean()), "reward/std": float(rewards.std(unbiased=False)),
+                 "success": float(np.mean([t.success for t in trajs]))}  # fmt: skip
+        parts: dict[str, list[float]] = {}
+        for t in trajs:
+            for name, value in (t.info.get("reward_parts") or {}).items():
+                parts.setdefault(name, []).append(float(value))
+        for name, values in parts.items():
+            stats[f"reward/{name}/mean"] = float(np.mean(values))
+            stats[f"reward/{name}/std"] = float(np.std(values))
+        stats["response_length"] = float(np.mean([t.response_length for t in trajs]))
+        return rewards, stats
+
+    def advantage(self, rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+        """Per-sequence advantages ``[B]`` from the configured estimator."""
+        return self.advantage_fn(rewards, group_ids)
+
+    def make_batch(self, trajs: list[Trajectory], rewards: torch.Tensor, adv: torch.Tensor, group_ids: torch.Tensor) -> Batch:
+        inputs, mask, old = self.policy.collate(trajs)
+        batch = Batch(model_inputs=inputs, mask=mask, old_logp=old, advantages=adv, rewards=rewards, group_ids=group_ids)
+        if self.ref_policy is not None:
+            with torch.no_grad():
+                batch.ref_logp = self.ref_policy.log_prob(batch)[0].cpu()
+        return batch
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, 4, self.step))
+        return self.learner.update(batch, generator=gen)
+
+    def train_step(self) -> dict[str, float]:
+        """One RL step: collect -> score -> advantage -> update."""
+        t0 = time.perf_counter()
+        trajs = self.collect()
+        t_collect = time.perf_counter() - t0
+        rewards, stats = self.score(trajs)
+        group_ids = torch.tensor([t.group_id for t in trajs], dtype=torch.long)
+        adv = self.advantage(rewards, group_ids)
+        batch = self.make_batch(trajs, rewards, adv, group_ids)
+        t1 = time.perf_counter()
+        stats.update(self.update(batch))
+        stats.update({
+            "zero_std_groups": group_stats(rewards, group_ids),
+            "tokens_per_s": self.collector.stats.tokens_per_s,
+            "env_steps_per_s": self.collector.stats.env_steps_per_s,
+            "time/collect_s": t_collect,
+            "time/update_s": time.perf_counter() - t1,
+        })  # fmt: skip
+        return stats
+
+    # --------------------------------------------------------------------------------------------------------- eval
+    @torch.no_grad()
+    def evaluate(self, n: int | None = None) -> dict[str, float]:
+        """Greedy decoding on ``n`` held-out episodes (seeds 0..n-1 of the eval env): accuracy = mean success."""
+        n = n or self.cfg.train.eval_size
+        self.policy.model.eval()
+        trajs = self.eval_collector.collect(list(range(n)), 1, SamplingParams(0.0, 1.0, 0, self.sampling.max_new_tokens))
+        return {"eval/accuracy": float(np.mean([t.success for t in trajs])),
+                "eval/reward": float(np.mean([t.reward for t in trajs]))}  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------------------------- fit
+    def save(self) -> None:
+        ckpt.save_checkpoint(self.run_dir, self.step, self.policy, self.learner.optimizer, {"summary": self.summary},
+                             keep=self.cfg.train.keep_checkpoints)  # fmt: skip
+
+    def fit(self) -> dict[str, Any]:
+        """Warm-up (fresh runs only), evaluate, RL steps with periodic eval/checkpoints, final eval and summary."""
+        tc = self.cfg.train
+        start = time.perf_counter()
+        if self.step == 0 and "accuracy_before_rl" not in self.summary:
+            self.warmup()
+            before = self.evaluate()
+            self.summary["accuracy_before_rl"] = before["eval/accuracy"]
+            self.metrics.log(0, before)
+            logger.info("held-out accuracy before RL: %.3f", before["eval/accuracy"])
+        with self.progress.task("RL", tc.steps, completed=self.step) as advance:
+            while self.step < tc.steps:
+                stats = self.train_step()
+                self.step += 1
+                if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
+                    stats.update(self.evaluate())
+                if self.step % max(tc.log_every, 1) == 0 or self.step == tc.steps:
+                    self.metrics.log(self.step, stats)
+                if tc.save_every and self.step % tc.save_every == 0 and self.step < tc.steps:
+                    self.save()
+                acc = f" eval {stats['eval/accuracy']:.2f}" if "eval/accuracy" in stats else ""
+                advance(f"reward {stats['reward/mean']:.2f} kl {stats.get('approx_kl', 0.0):.4f}{acc}")
+        final = self.evaluate()
+        self.metrics.log(self.step, final)
+        self.summary.update({
+            "accuracy_after_rl": final["eval/accuracy"],
+            "eval_size": tc.eval_size,
+            "steps": self.step,
+            "minutes": self.summary.get("minutes", 0.0) + (time.perf_counter() - start) / 60,
+        })  # fmt: skip
+        self.save()
+        (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=2))
+        plot_curves(self.metrics.path, self.run_dir / "curves.png")
+        self.metrics.close()
+        self.collector.close()
+        self.eval_collector.close()
+        return self.summary

@@ -1,0 +1,38 @@
+"""Curve plots of a run's ``metrics.jsonl``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmrl.trainer.logging import read_metrics
+
+DEFAULT_KEYS = ("reward/mean", "eval/accuracy", "loss", "approx_kl", "clipfrac", "entropy")
+
+
+def plot_curves(metrics_path: str | Path, out_path: str | Path, keys: tuple[str, ...] = DEFAULT_KEYS) -> Path:
+    """One panel per metric present in the log (reward first), against the step; returns ``out_path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    present = [k for k in keys if any(k in r for r in rows)]
+    n = max(len(present), 1)
+    cols = min(n, 3)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.0 * ((n + cols - 1) // cols)),
+                             squeeze=False)  # fmt: skip
+    for ax, key in zip(axes.flat, present):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 20 else None, lw=1.5)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(present) :]:
+        ax.axis("off")
+    fig.suptitle(Path(metrics_path).parent.name)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

@@ -6,7 +6,7 @@ Example:
     >>> obs, info = env.reset()
 """
 
-from envs.vqa.base import VQAEnv, answers_match, extract_answer
+from envs.vqa.base import VQAEnv
 from envs.vqa.dataset import DatasetVQAConfig, DatasetVQAEnv
 from envs.vqa.synthetic import SyntheticVQAConfig, SyntheticVQAEnv
 
@@ -16,6 +16,4 @@ __all__ = [
     "SyntheticVQAConfig",
     "SyntheticVQAEnv",
     "VQAEnv",
-    "answers_match",
-    "extract_answer",
 ]

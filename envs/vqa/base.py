@@ -3,15 +3,12 @@
 A subclass builds an :class:`Episode` in ``reset`` and hands it to :meth:`VQAEnv._begin`; ``step`` does the rest.
 
 Example:
-    >>> extract_answer("<think>two and one</think><answer> 3 </answer>")
-    '3'
-    >>> answers_match("3.0", "3"), answers_match("Red.", "red")
-    (True, True)
+    >>> env.step("<think>two and one</think><answer> 3 </answer>")[4]["success"]  # doctest: +SKIP
+    True
 """
 
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,32 +19,9 @@ from gymnasium import spaces
 
 import rewards
 from mmrl.config import ConfigError
+from rewards.extract import answer_span
 
 ACTION_CHARSET = frozenset(string.printable)  # what action_space.sample() draws from; step accepts any str
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-
-
-def extract_answer(text: str) -> str | None:
-    """The stripped content of the last ``<answer>...</answer>`` in ``text``, or None when there is none."""
-    matches = _ANSWER_RE.findall(text)
-    return matches[-1].strip() if matches else None
-
-
-def _normalize(text: str) -> str:
-    return " ".join(text.strip().lower().rstrip(".").split())
-
-
-def answers_match(predicted: str | None, truth: str) -> bool:
-    """Exact match after lower-casing, collapsing whitespace and dropping a final period; numbers compare by value."""
-    if predicted is None:
-        return False
-    a, b = _normalize(predicted), _normalize(truth)
-    if a == b:
-        return True
-    try:
-        return float(a) == float(b)
-    except ValueError:
-        return False
 
 
 def image_hw(image_size: int | list[int]) -> tuple[int, int]:
@@ -130,7 +104,9 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
 
-    def __init__(self, reward_weights: dict[str, float], render_mode: str | None, max_action_length: int) -> None:
+    def __init__(
+        self, reward_weights: dict[str, float], render_mode: str | None, max_action_length: int, require_tags: bool = True
+    ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode: '{render_mode}' is not supported (use 'rgb_array' or null)")
         if not reward_weights:
@@ -138,6 +114,7 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
         if max_action_length < 1:
             raise ConfigError(f"max_action_length: must be >= 1, got {max_action_length}")
         self.render_mode = render_mode
+        self.require_tags = require_tags
         self.reward_weights = dict(reward_weights)
         self._reward_fn = rewards.composite(self.reward_weights)  # unknown reward names fail here, at construction
         self.action_space = spaces.Text(max_length=max_action_length, min_length=0, charset=ACTION_CHARSET)
@@ -174,14 +151,15 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
         if not isinstance(action, str):
             raise TypeError(f"{type(self).__name__}.step() takes the model's text (str), got {type(action).__name__}")
         ep = self._episode
-        columns = {"answer": [ep.answer], **{k: [v] for k, v in ep.columns.items()}}
+        columns = {"answer": [ep.answer], "require_tags": [self.require_tags], **{k: [v] for k, v in ep.columns.items()}}
         total, parts = self._reward_fn([action], **columns)
-        parsed = extract_answer(action)
+        span = answer_span(action)
         self._done = True
         info = {
             "answer": ep.answer,
-            "parsed_answer": parsed,
-            "success": answers_match(parsed, ep.answer),
+            "parsed_answer": span.strip() if span is not None else None,
+            # success is the accuracy reward's verdict: one definition of "correct" across envs and rewards
+            "success": rewards.get("accuracy")([action], **columns)[0] >= 1.0,
             "reward_parts": {name: float(values[0]) for name, values in parts.items()},
             **_copy(ep.info),
         }

@@ -45,8 +45,9 @@ import numpy as np
 from gymnasium import spaces
 from PIL import Image
 
-from envs.vqa.base import Episode, RGBImage, VQAEnv, extract_answer, image_hw, reference_solution, text_space
+from envs.vqa.base import Episode, RGBImage, VQAEnv, image_hw, reference_solution, text_space
 from mmrl.config import ConfigError, from_dict
+from rewards.extract import answer_span
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class DatasetVQAConfig:
     max_rows: int | None = None  # keep only the first max_rows rows of the file (None = all)
     image_size: int | list[int] | None = None  # resize images to this side or [height, width]; None keeps native sizes
     max_action_length: int = 1024  # action_space max length in characters (longer text is still accepted by step)
+    require_tags: bool = True  # answers count only inside <answer></answer> (the prompt asks for them); a reward column
     render_mode: str | None = "rgb_array"  # rgb_array (render() returns the current first image) | null
 
 
@@ -163,7 +165,7 @@ def _parse_row(where: str, record: Any, root: Path) -> _Row:
         raise DatasetError(f"{where}: field '{answer_key}' must be a string or number, got {type(answer).__name__}")
     answer = str(answer)
     if answer_key == "solution":
-        answer = extract_answer(answer) or answer.strip()
+        answer = (answer_span(answer) or answer).strip()
 
     image_key, images = _first(record, IMAGE_KEYS)
     if image_key == "images":
@@ -222,7 +224,7 @@ class DatasetVQAEnv(VQAEnv):
         if not self.rows:
             raise DatasetError(f"{self.path}: no rows")
         logger.info("loaded %d VQA rows from %s", len(self.rows), self.path)
-        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length)
+        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags)
         image_space = RGBImage() if self.image_hw is None else spaces.Box(0, 255, (*self.image_hw, 3), np.uint8)
         self.observation_space = spaces.Dict(
             {

@@ -122,6 +122,29 @@ def place_boxes(
     return boxes
 
 
+GRID_CELL = 28  # px: one Qwen2.5-VL visual token covers 2x2 patches of 14 px
+
+
+def place_in_grid(
+    rng: np.random.Generator, sizes: Sequence[int], height: int, width: int, cell: int = GRID_CELL
+) -> list[tuple[int, int, int, int]] | None:
+    """Place square boxes in distinct ``cell``-px grid cells, each jittered inside its cell with a 2-px margin.
+
+    Sides are capped at ``cell - 4``. Returns None when there are fewer cells than boxes. Deterministic given ``rng``.
+    """
+    rows, cols = height // cell, width // cell
+    if len(sizes) > rows * cols:
+        return None
+    boxes = []
+    for idx, side in zip(rng.permutation(rows * cols)[: len(sizes)], sizes):
+        side = min(int(side), cell - 4)
+        r, c = divmod(int(idx), cols)
+        x0 = c * cell + int(rng.integers(2, cell - side - 1))  # [2, cell - side - 2] keeps a 2-px margin
+        y0 = r * cell + int(rng.integers(2, cell - side - 1))
+        boxes.append((x0, y0, x0 + side - 1, y0 + side - 1))
+    return boxes
+
+
 def draw_scene(
     shapes: Sequence[Shape], height: int, width: int, background: tuple[int, int, int] = BACKGROUND
 ) -> np.ndarray:

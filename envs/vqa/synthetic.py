@@ -49,6 +49,7 @@ from gymnasium.utils import seeding
 
 from envs.vqa.base import Episode, VQAEnv, image_hw, reference_solution, text_space
 from envs.vqa.render import (
+    GRID_CELL,
     KINDS,
     MAX_JITTER,
     PALETTE,
@@ -59,6 +60,7 @@ from envs.vqa.render import (
     min_side,
     palette_for,
     place_boxes,
+    place_in_grid,
 )
 from mmrl.config import ConfigError, from_dict
 
@@ -73,12 +75,14 @@ class SyntheticVQAConfig:
     task: str = "count"  # count | color | position | mixed (uniform over the three per episode)
     difficulty: int = 1  # 1-3: smaller shapes, more distractors, more and similar colours (table in the module doc)
     image_size: int | list[int] = 56  # side or [height, width]; 56 px = 4x4 Qwen 14-px patches = 4 tokens (2x2 merge)
+    layout: str = "random"  # random | grid: at most one shape per 28-px cell, the receptive field of one Qwen visual token
     max_count: int = 4  # count answers are "1".."max_count" (1-12)
     split: str = "train"  # train | eval: scenes are split by a content hash, so the two streams never share an image
     seed: int | None = None  # seeds the env's generator at construction (reset(seed=...) reseeds); None = fresh entropy
     prompt_template: str = "{question} Answer with <answer>{hint}</answer>."  # {question} {hint} {choices}; see HINTS
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})  # reward name -> weight (rewards.get)
     max_action_length: int = 1024  # action_space max length in characters (longer text is still accepted by step)
+    require_tags: bool = True  # answers count only inside <answer></answer> (the prompt asks for them); a reward column
     render_mode: str | None = "rgb_array"  # rgb_array (render() returns the current image) | null
 
 
@@ -139,8 +143,15 @@ class SyntheticVQAEnv(VQAEnv):
             raise ConfigError(f"split: expected train or eval, got '{cfg.split}'")
         self.height, self.width = image_hw(cfg.image_size)
         self.level = LEVELS[cfg.difficulty]
+        if cfg.layout not in ("random", "grid"):
+            raise ConfigError(f"layout: expected random or grid, got '{cfg.layout}'")
+        cells = (self.height // GRID_CELL) * (self.width // GRID_CELL)
+        most = {"count": cfg.max_count, "color": 1, "position": 2}  # target shapes per task, distractors added below
+        needed = max(most[t] + self.level.distractors[t][1] for t in TASKS)
+        if cfg.layout == "grid" and cells < needed:
+            raise ConfigError(f"layout: grid has {cells} cells of {GRID_CELL} px, too few for max_count={cfg.max_count}")
         prompts = [self._format(*q) for q in self._all_questions()]  # also validates prompt_template
-        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length)
+        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags)
         self.observation_space = spaces.Dict(
             {
                 "text": text_space(prompts),
@@ -272,7 +283,8 @@ class SyntheticVQAEnv(VQAEnv):
         lo, hi = (max(floor, math.floor(f * short)) for f in self.level.size_frac)
         sides = [int(s) for s in rng.integers(lo, max(lo, hi) + 1, size=n)]
         for _ in range(100):
-            boxes = place_boxes(rng, sides, self.height, self.width)
+            place = place_in_grid if self.config.layout == "grid" else place_boxes
+            boxes = place(rng, sides, self.height, self.width)
             if boxes is None:
                 sides = [max(floor, int(s * 0.85)) for s in sides]
             elif accept is None or accept(boxes):

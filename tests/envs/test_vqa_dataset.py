@@ -88,7 +88,7 @@ def test_extra_columns_reach_rewards_and_info(test_rewards, seen_columns):
     assert info["data_source"] == "shapes" and info["image_size"] == [56, 56] and info["row_index"] == 0
     _, _, _, _, step_info = env.step(info["solution"])
     assert step_info["data_source"] == "shapes" and step_info["image_size"] == [56, 56]
-    assert seen_columns[-1] == {"answer": ["3"], "data_source": ["shapes"], "image_size": [[56, 56]]}
+    assert seen_columns[-1] == {"answer": ["3"], "require_tags": [True], "data_source": ["shapes"], "image_size": [[56, 56]]}
     env.reset(options={"index": 5})
     env.step("")
     assert seen_columns[-1]["answer_choices"] == [["red", "green", "blue", "yellow"]]

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 import envs
-from mmrl.algos import advantages
+from mmrl.algos import advantages, filters
 from mmrl.algos.learner import Learner
-from mmrl.config import RunConfig, to_dict
+from mmrl.config import ConfigError, RunConfig, to_dict
 from mmrl.models import load_policy
 from mmrl.policies.vlm import SamplingParams
 from mmrl.rollout.collector import Collector
@@ -54,10 +54,29 @@ def group_stats(rewards: torch.Tensor, group_ids: torch.Tensor) -> float:
     return float(np.mean(zero)) if zero else 0.0
 
 
+def check_vlm_algo(cfg: RunConfig) -> None:
+    """Reject algorithm options the VLM trainer does not implement, with a one-line error naming the key."""
+    a = cfg.algo
+    family = advantages.FAMILY.get(a.advantage)
+    if family is None:
+        advantages.get(a.advantage)  # raises the registry's one-line error listing the known names
+    if family != "outcome":
+        raise ConfigError(f"algo.advantage: '{a.advantage}' is a {family}-level estimator; the VLM trainer takes "
+                          f"outcome estimators ({', '.join(advantages.names('outcome'))})")  # fmt: skip
+    if a.kl_in_reward:
+        raise ConfigError("algo.kl_in_reward: the VLM trainer puts the KL in the loss (algo.kl_coef); in-reward KL "
+                          "needs a token-level estimator and is not wired yet")  # fmt: skip
+    if a.tis_cap is not None:
+        raise ConfigError("algo.tis_cap: the HF rollout engine is the trainer itself (no mismatch to correct)")
+    if a.kl_coef and a.kl_target is not None:
+        raise ConfigError("algo.kl_target: the adaptive KL coefficient is not wired into the VLM trainer yet")
+
+
 class Trainer:
     """Runs one :class:`~mmrl.config.RunConfig` end to end, writing everything under ``cfg.run_dir``."""
 
     def __init__(self, cfg: RunConfig, show_progress: bool = True) -> None:
+        check_vlm_algo(cfg)
         self.cfg = cfg
         self.run_dir = cfg.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +104,10 @@ class Trainer:
                                         cfg.rollout.batch_size)  # fmt: skip
         self.learner = Learner(self.policy, cfg.algo)
         self.advantage_fn = advantages.get(cfg.algo.advantage)
+        self.replay = None
+        if cfg.algo.replay_capacity:  # selective sample replay (VL-Rethinker)
+            self.replay = filters.SelectiveReplayBuffer(cfg.algo.replay_capacity,
+                                                        max_zero_frac=cfg.algo.replay_max_zero_frac, seed=cfg.seed)  # fmt: skip
         self.sampling = SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_k,
                                        cfg.rollout.max_new_tokens)  # fmt: skip
         self.step = 0
@@ -146,14 +169,36 @@ class Trainer:
         return {"warmup/nll": loss_val}
 
     # -------------------------------------------------------------------------------------------------------- steps
-    def collect(self) -> list[Trajectory]:
-        """Roll out ``prompts_per_step`` prompts x ``group_size`` samples with the current policy."""
+    def collect(self, draw: int = 0) -> list[Trajectory]:
+        """Roll out ``prompts_per_step`` prompts x ``group_size`` samples with the current policy (``draw``: the
+        index of this rollout batch within the step, > 0 only when dynamic sampling draws again)."""
         a = self.cfg.algo
-        rng = np.random.default_rng([self.cfg.seed, 2, self.step])
+        rng = np.random.default_rng([self.cfg.seed, 2, self.step, draw])
         seeds = rng.integers(0, 2**31 - 1, size=a.prompts_per_step).tolist()
-        torch.manual_seed(step_seed(self.cfg.seed, 3, self.step))
+        torch.manual_seed(step_seed(self.cfg.seed, 3, self.step, draw))
         self.policy.model.eval()
         return self.collector.collect(seeds, a.group_size, self.sampling)
+
+    def collect_scored(self) -> tuple[list[Trajectory], torch.Tensor, dict[str, float]]:
+        """Collect and score; with ``algo.dynamic_sampling`` (DAPO) draw again until ``prompts_per_step`` groups with
+        unequal rewards are kept (at most ``max_sampling_batches`` draws)."""
+        a = self.cfg.algo
+        if not a.dynamic_sampling:
+            trajs = self.collect()
+            return (trajs, *self.score(trajs))
+        draws = iter(range(a.max_sampling_batches))
+
+        def sample() -> tuple[torch.Tensor, torch.Tensor, list[Trajectory]]:
+            trajs = self.collect(next(draws))
+            return self.score(trajs)[0], torch.tensor([t.group_id for t in trajs]), trajs
+
+        out = filters.DynamicSampler(sample, a.prompts_per_step, a.max_sampling_batches)()
+        trajs = [t for part in out.payloads for t in part]
+        for t, g in zip(trajs, out.group_ids.tolist()):
+            t.group_id = g  # dense ids across draws
+        stats = self.score(trajs)[1] if trajs else {}
+        stats.update({"dynamic_sampling/keep_rate": out.keep_rate, "dynamic_sampling/draws": float(out.num_batches)})
+        return trajs, out.rewards, stats
 
     def score(self, trajs: list[Trajectory]) -> tuple[torch.Tensor, dict[str, float]]:
         """Episode returns ``[B]`` and per-reward-function mean/std (from the envs' ``reward_parts``)."""
@@ -167,12 +212,18 @@ class Trainer:
         for name, values in parts.items():
             stats[f"reward/{name}/mean"] = float(np.mean(values))
             stats[f"reward/{name}/std"] = float(np.std(values))
-        stats["response_length"] = float(np.mean([t.response_length for t in trajs]))
+        lengths = torch.tensor([t.response_length for t in trajs])
+        stats["response_length"] = float(lengths.float().mean())
+        a = self.cfg.algo
+        if a.overlong_cache:  # DAPO soft overlong punishment over the last overlong_cache tokens of the budget
+            penalty = filters.overlong_penalty(lengths, self.sampling.max_new_tokens, a.overlong_cache, a.overlong_penalty)
+            rewards = rewards + penalty
+            stats["reward/overlong/mean"] = float(penalty.mean())
         return rewards, stats
 
     def advantage(self, rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
         """Per-sequence advantages ``[B]`` from the configured estimator."""
-        return self.advantage_fn(rewards, group_ids)
+        return self.advantage_fn(rewards, group_ids, eps=self.cfg.algo.adv_eps)
 
     def make_batch(self, trajs: list[Trajectory], rewards: torch.Tensor, adv: torch.Tensor, group_ids: torch.Tensor) -> Batch:
         inputs, mask, old = self.policy.collate(trajs)
@@ -189,16 +240,22 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One RL step: collect -> score -> advantage -> update."""
         t0 = time.perf_counter()
-        trajs = self.collect()
+        trajs, rewards, stats = self.collect_scored()
         t_collect = time.perf_counter() - t0
-        rewards, stats = self.score(trajs)
+        if not trajs:  # dynamic sampling found no group with a learning signal: nothing to train on
+            return {**stats, "skipped": 1.0}
         group_ids = torch.tensor([t.group_id for t in trajs], dtype=torch.long)
+        stats["zero_std_groups"] = group_stats(rewards, group_ids)
         adv = self.advantage(rewards, group_ids)
+        if self.replay is not None:
+            trajs, adv, replay_stats = self.replay.process(trajs, adv, group_ids)
+            stats.update(replay_stats)
+            rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+            group_ids = torch.tensor([t.group_id for t in trajs], dtype=torch.long)
         batch = self.make_batch(trajs, rewards, adv, group_ids)
         t1 = time.perf_counter()
         stats.update(self.update(batch))
         stats.update({
-            "zero_std_groups": group_stats(rewards, group_ids),
             "tokens_per_s": self.collector.stats.tokens_per_s,
             "env_steps_per_s": self.collector.stats.env_steps_per_s,
             "time/collect_s": t_collect,
@@ -242,7 +299,7 @@ class Trainer:
                 if tc.save_every and self.step % tc.save_every == 0 and self.step < tc.steps:
                     self.save()
                 acc = f" eval {stats['eval/accuracy']:.2f}" if "eval/accuracy" in stats else ""
-                advance(f"reward {stats['reward/mean']:.2f} kl {stats.get('approx_kl', 0.0):.4f}{acc}")
+                advance(f"reward {stats.get('reward/mean', float('nan')):.2f} kl {stats.get('approx_kl', 0.0):.4f}{acc}")
         final = self.evaluate()
         self.metrics.log(self.step, final)
         self.summary.update({

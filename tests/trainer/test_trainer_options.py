@@ -1,0 +1,82 @@
+"""Trainer wiring of algorithm options: DAPO dynamic sampling, overlong shaping, selective replay, rejected options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmrl.config import ConfigError, load_config
+from mmrl.trainer.loop import Trainer
+from mmrl.types import Trajectory, Turn
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def config(model_path, out_dir, *extra):
+    return load_config(ROOT / "configs/quickstart.yaml", [
+        f"model.path={model_path}", "model.build_tiny=false", f"train.output_dir={out_dir}", "train.steps=1",
+        "warmup.steps=0", "algo.prompts_per_step=2", "algo.group_size=2", "algo.minibatch_size=4",
+        "rollout.max_new_tokens=8", *extra,
+    ])  # fmt: skip
+
+
+def fake(rewards, group_ids, lengths=None):
+    """Trajectories with given rewards/groups; each response has `lengths[i]` tokens."""
+    lengths = lengths or [3] * len(rewards)
+    return [Trajectory([Turn([1, 2], [], [5] * n, [-0.5] * n, "x", reward=r)], group_id=g)
+            for r, g, n in zip(rewards, group_ids, lengths)]  # fmt: skip
+
+
+@pytest.mark.parametrize("override, message", [
+    ("algo.advantage=gigpo", "algo.advantage: 'gigpo' is a step-level estimator"),
+    ("algo.advantage=gae", "algo.advantage: 'gae' is a time-level estimator"),
+    ("algo.advantage=nope", "unknown"),
+    ("algo.kl_in_reward=true", "algo.kl_in_reward"),
+    ("algo.tis_cap=2.0", "algo.tis_cap"),
+])  # fmt: skip
+def test_options_the_vlm_trainer_does_not_implement_are_one_line_errors(tiny_model_path, tmp_path, override, message):
+    with pytest.raises((ConfigError, KeyError), match=message):
+        Trainer(config(tiny_model_path, tmp_path, override), show_progress=False)
+
+
+def test_dynamic_sampling_keeps_only_groups_with_signal(tiny_model_path, tmp_path, monkeypatch):
+    trainer = Trainer(config(tiny_model_path, tmp_path, "algo.dynamic_sampling=true", "algo.max_sampling_batches=3"),
+                      show_progress=False)  # fmt: skip
+    batches = iter([
+        fake([1.0, 1.0, 0.0, 0.0], [0, 0, 1, 1]),  # both groups flat: nothing kept
+        fake([1.0, 0.0, 0.5, 0.5], [0, 0, 1, 1]),  # group 0 kept
+        fake([0.0, 0.0, 0.0, 1.0], [0, 0, 1, 1]),  # group 1 kept -> target of 2 groups reached
+    ])  # fmt: skip
+    monkeypatch.setattr(trainer, "collect", lambda draw=0: next(batches))
+    trajs, rewards, stats = trainer.collect_scored()
+    assert rewards.tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert [t.group_id for t in trajs] == [0, 0, 1, 1]
+    assert stats["dynamic_sampling/draws"] == 3.0 and stats["dynamic_sampling/keep_rate"] == pytest.approx(2 / 6)
+
+
+def test_overlong_penalty_follows_dapo(tiny_model_path, tmp_path):
+    trainer = Trainer(config(tiny_model_path, tmp_path, "algo.overlong_cache=4", "algo.overlong_penalty=1.0"),
+                      show_progress=False)  # fmt: skip
+    # budget 8, window 4: lengths <= 4 unpunished, 6 -> -(6 - 4) / 4, 8 -> -1
+    rewards, stats = trainer.score(fake([1.0, 1.0, 1.0], [0, 0, 0], lengths=[4, 6, 8]))
+    assert rewards.tolist() == pytest.approx([1.0, 0.5, 0.0])
+    assert stats["reward/overlong/mean"] == pytest.approx(-0.5)
+
+
+def test_selective_replay_refills_zero_advantage_groups(tiny_model_path, tmp_path, monkeypatch):
+    trainer = Trainer(config(tiny_model_path, tmp_path, "algo.replay_capacity=16", "algo.replay_max_zero_frac=0.4"),
+                      show_progress=False)  # fmt: skip
+    seen = {}
+    monkeypatch.setattr(trainer, "update", lambda batch: seen.setdefault("batch", batch) and {})
+    monkeypatch.setattr(trainer.policy, "collate", lambda trajs: (
+        {"input_ids": torch.zeros(len(trajs), 2, dtype=torch.long)}, torch.ones(len(trajs), 1), torch.zeros(len(trajs), 1)))
+    first = iter([fake([1.0, 0.0, 0.0, 0.0], [0, 0, 1, 1]), fake([0.0, 0.0, 1.0, 1.0], [0, 0, 1, 1])])
+    monkeypatch.setattr(trainer, "collect", lambda draw=0: next(first))
+    trainer.train_step()  # stores the two informative samples of group 0
+    seen.clear()
+    stats = trainer.train_step()  # both groups flat: replaced by replayed samples
+    assert stats["ssr/replayed"] == 4.0
+    adv = seen["batch"].advantages
+    assert len(adv) == 4 and bool((adv != 0).all())

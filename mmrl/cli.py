@@ -21,6 +21,9 @@ def _setup_logging(verbose: bool) -> None:
                         handlers=[RichHandler(show_path=False, rich_tracebacks=False)])  # fmt: skip
     for noisy in ("transformers", "httpx", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file load/save bars drown the run's own progress
 
 
 def _load(args: argparse.Namespace):
@@ -80,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="default")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_build_tiny)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)  # overrides may come after options: `train c.yaml --no-progress a=1`
+    if rest and (not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in rest)):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest:
+        args.overrides += rest
     _setup_logging(args.verbose)
     from mmrl.config import ConfigError
 

@@ -75,6 +75,8 @@ class SyntheticVQAConfig:
     task: str = "count"  # count | color | position | mixed (uniform over the three per episode)
     difficulty: int = 1  # 1-3: smaller shapes, more distractors, more and similar colours (table in the module doc)
     image_size: int | list[int] = 56  # side or [height, width]; 56 px = 4x4 Qwen 14-px patches = 4 tokens (2x2 merge)
+    kinds: list[str] | None = None  # count task only: shape kinds drawn (None = circle, square, triangle); one kind = a plainer scene
+    colors: list[str] | None = None  # colours drawn (None = the difficulty's palette); also the colour task's answer choices
     layout: str = "random"  # random | grid: at most one shape per 28-px cell, the receptive field of one Qwen visual token
     max_count: int = 4  # count answers are "1".."max_count" (1-12)
     split: str = "train"  # train | eval: scenes are split by a content hash, so the two streams never share an image
@@ -143,6 +145,12 @@ class SyntheticVQAEnv(VQAEnv):
             raise ConfigError(f"split: expected train or eval, got '{cfg.split}'")
         self.height, self.width = image_hw(cfg.image_size)
         self.level = LEVELS[cfg.difficulty]
+        if cfg.kinds is not None and (cfg.task != "count" or not cfg.kinds or set(cfg.kinds) - set(KINDS)):
+            raise ConfigError(f"kinds: only the count task restricts kinds, to a non-empty subset of {list(KINDS)}")
+        if cfg.colors is not None and (not cfg.colors or set(cfg.colors) - set(PALETTE)):
+            raise ConfigError(f"colors: expected a non-empty subset of {list(PALETTE)}, got {cfg.colors}")
+        self.kinds = list(cfg.kinds or KINDS)
+        self.colors = list(cfg.colors or palette_for(cfg.difficulty))
         if cfg.layout not in ("random", "grid"):
             raise ConfigError(f"layout: expected random or grid, got '{cfg.layout}'")
         cells = (self.height // GRID_CELL) * (self.width // GRID_CELL)
@@ -206,7 +214,7 @@ class SyntheticVQAEnv(VQAEnv):
         out = [("How many shapes are there?", HINTS["count"], self._count_choices())]
         for kind in KINDS:
             out.append((f"How many {kind}s are there?", HINTS["count"], self._count_choices()))
-            out.append((f"What colour is the {kind}?", HINTS["color"], palette_for(self.config.difficulty)))
+            out.append((f"What colour is the {kind}?", HINTS["color"], self.colors))
         for a, b in permutations(KINDS, 2):
             out.append((f"Is the {a} left or right of the {b}?", HINTS["position"], ["left", "right"]))
             out.append((f"Is the {a} above or below the {b}?", HINTS["position"], ["above", "below"]))
@@ -222,17 +230,17 @@ class SyntheticVQAEnv(VQAEnv):
         lo, hi = self.level.distractors[task]
         n_distract = int(rng.integers(lo, hi + 1))
         others = lambda *used: [k for k in KINDS if k not in used]  # noqa: E731
-        colors = palette_for(self.config.difficulty)
+        colors = self.colors
         pick = lambda seq: seq[int(rng.integers(len(seq)))]  # noqa: E731
 
         if task == "count":
             n = int(rng.integers(1, self.config.max_count + 1))
-            if self.level.count_one_kind:
-                target = pick(KINDS)
-                kinds = [target] * n + [pick(others(target)) for _ in range(n_distract)]
+            if self.level.count_one_kind and len(self.kinds) > 1:
+                target = pick(self.kinds)
+                kinds = [target] * n + [pick([k for k in self.kinds if k != target]) for _ in range(n_distract)]
                 question, thought = f"How many {target}s are there?", f"I count {n} {target}{'s' if n != 1 else ''}."
             else:
-                kinds = [pick(KINDS) for _ in range(n)]
+                kinds = [pick(self.kinds) for _ in range(n)]
                 question, thought = "How many shapes are there?", f"I count {n} shape{'s' if n != 1 else ''}."
             names = [pick(colors) for _ in kinds]
             boxes = self._layout(len(kinds))

@@ -282,6 +282,7 @@ class Trainer:
         """Warm-up (fresh runs only), evaluate, RL steps with periodic eval/checkpoints, final eval and summary."""
         tc = self.cfg.train
         start = time.perf_counter()
+        before: dict[str, float] = {}
         if self.step == 0 and "accuracy_before_rl" not in self.summary:
             self.warmup()
             before = self.evaluate()
@@ -300,8 +301,9 @@ class Trainer:
                     self.save()
                 acc = f" eval {stats['eval/accuracy']:.2f}" if "eval/accuracy" in stats else ""
                 advance(f"reward {stats.get('reward/mean', float('nan')):.2f} kl {stats.get('approx_kl', 0.0):.4f}{acc}")
-        final = self.evaluate()
-        self.metrics.log(self.step, final)
+        final = before if self.step == 0 and before else self.evaluate()  # no RL step ran: the warm-up eval is final
+        if final is not before:
+            self.metrics.log(self.step, final)
         self.summary.update({
             "accuracy_after_rl": final["eval/accuracy"],
             "eval_size": tc.eval_size,

@@ -17,7 +17,7 @@ def test_grpo_end_to_end_via_cli(tiny_model_path, tmp_path, capsys):
     code = main(["train", str(ROOT / "configs/quickstart.yaml"), "--no-progress", "name=e2e",
                  f"model.path={tiny_model_path}", "model.build_tiny=false", f"train.output_dir={tmp_path}",
                  "train.steps=3", "train.eval_every=2", "train.eval_size=16", "train.save_every=1", "train.keep_checkpoints=3",
-                 "warmup.steps=3", "warmup.batch_size=8", "algo.prompts_per_step=4", "algo.group_size=4",
+                 "warmup.steps=15", "warmup.batch_size=8", "warmup.lr=3e-3", "algo.prompts_per_step=4", "algo.group_size=4",
                  "algo.minibatch_size=8", "rollout.max_new_tokens=12"])  # fmt: skip
     assert code == 0
     run = tmp_path / "e2e"
@@ -28,7 +28,7 @@ def test_grpo_end_to_end_via_cli(tiny_model_path, tmp_path, capsys):
         for key in ("loss", "approx_kl", "clipfrac", "entropy", "grad_norm", "reward/mean", "zero_std_groups",
                     "tokens_per_s", "env_steps_per_s", "reward/accuracy/mean", "reward/format/mean"):  # fmt: skip
             assert key in r, key
-        assert r["grad_norm"] > 0 and r["entropy"] > 0
+        assert r["entropy"] > 0
     assert any("eval/accuracy" in r for r in rows if r["step"] == 2)
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary) >= {"accuracy_before_rl", "accuracy_after_rl", "eval_size", "minutes"}
@@ -40,5 +40,5 @@ def test_grpo_end_to_end_via_cli(tiny_model_path, tmp_path, capsys):
     after = load_policy(run / "checkpoints" / "step_000003", device="cpu").model.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) > len(before) // 2, "RL did not change most weight tensors"
-    assert any(abs(r["loss"]) > 0 for r in steps)
+    assert any(r["grad_norm"] > 0 and r["zero_std_groups"] < 1 for r in steps), "no step had a learning signal"
     assert "held-out accuracy after warm-up" in capsys.readouterr().out

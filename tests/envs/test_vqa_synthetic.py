@@ -351,3 +351,42 @@ def test_docstring_examples_run(module, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the dataset examples use repo-relative paths
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0 and result.attempted > 0
+
+
+# ------------------------------------------------------------------------------------------ grid layout, restrictions
+@pytest.mark.parametrize("size", [56, 112])
+def test_grid_layout_puts_each_shape_in_its_own_token_cell(test_rewards, size):
+    env = SyntheticVQAEnv(task="count", layout="grid", image_size=size, kinds=["square"], colors=["red"],
+                          rewards=test_rewards)  # fmt: skip
+    for seed in range(60):
+        obs, info = env.reset(seed=seed)
+        comps = components(obs["images"][0])
+        assert len(comps) == int(info["answer"])  # counted from pixels, independently of the env's bookkeeping
+        cells = set()
+        for c in comps:  # every blob lies inside one 28-px cell, and no two blobs share a cell
+            x, y, w, h = c["box"]
+            assert x // 28 == (x + w - 1) // 28 and y // 28 == (y + h - 1) // 28, (seed, c["box"])
+            cells.add((x // 28, y // 28))
+            assert [nearest_palette(rgb) for rgb in c["colors"]] == ["red"] and c["kind"] == "square"
+        assert len(cells) == len(comps)
+        assert all(o["kind"] == "square" for o in info["objects"])
+
+
+def test_restrictions_are_validated(test_rewards):
+    with pytest.raises(ConfigError, match="kinds: only the count task"):
+        SyntheticVQAEnv(task="color", kinds=["square"])
+    with pytest.raises(ConfigError, match="kinds: only the count task"):
+        SyntheticVQAEnv(task="count", kinds=["hexagon"])
+    with pytest.raises(ConfigError, match="colors: expected a non-empty subset"):
+        SyntheticVQAEnv(task="count", colors=["mauve"])
+    with pytest.raises(ConfigError, match="layout: grid has 4 cells"):
+        SyntheticVQAEnv(task="count", layout="grid", max_count=5)
+    with pytest.raises(ConfigError, match="layout: expected random or grid"):
+        SyntheticVQAEnv(layout="spiral")
+
+
+def test_colour_choices_follow_the_restricted_palette(test_rewards):
+    env = SyntheticVQAEnv(task="color", colors=["green", "blue"], rewards=test_rewards)
+    for seed in range(20):
+        _, info = env.reset(seed=seed)
+        assert info["answer_choices"] == ["green", "blue"] and info["answer"] in ("green", "blue")

@@ -48,6 +48,13 @@ def step_seed(*parts: int) -> int:
     return int(np.random.default_rng(list(parts)).integers(0, 2**31 - 1))
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def group_stats(rewards: torch.Tensor, group_ids: torch.Tensor) -> float:
     """Fraction of groups whose rewards are all equal (they carry no GRPO signal)."""
     zero = [float(rewards[group_ids == g].std(unbiased=False)) < 1e-8 for g in group_ids.unique()]
@@ -68,8 +75,6 @@ def check_vlm_algo(cfg: RunConfig) -> None:
                           "needs a token-level estimator and is not wired yet")  # fmt: skip
     if a.tis_cap is not None:
         raise ConfigError("algo.tis_cap: the HF rollout engine is the trainer itself (no mismatch to correct)")
-    if a.kl_coef and a.kl_target is not None:
-        raise ConfigError("algo.kl_target: the adaptive KL coefficient is not wired into the VLM trainer yet")
 
 
 class Trainer:
@@ -309,6 +314,7 @@ class Trainer:
             "eval_size": tc.eval_size,
             "steps": self.step,
             "minutes": self.summary.get("minutes", 0.0) + (time.perf_counter() - start) / 60,
+            "peak_rss_mib": peak_rss_mib(),
         })  # fmt: skip
         self.save()
         (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=2))

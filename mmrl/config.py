@@ -73,6 +73,9 @@ class AlgoConfig:
     kl_coef: float = 0.0  # coefficient of the KL-to-reference loss term; 0 loads no reference model
     kl_kind: str = "k3"  # KL estimator: k1 | k2 | k3 (low-variance, http://joschu.net/blog/kl-approx.html)
     entropy_coef: float = 0.0  # entropy bonus coefficient
+    vf_coef: float = 0.5  # coefficient of the critic's value loss; used only when the batch carries `returns` (PPO with a critic)
+    vf_clip: float | None = None  # PPO value clipping: V_old + clip(V - V_old, -c, c) (CleanRL's clip_vloss uses c = 0.2, its policy clip); None = off
+    norm_adv: bool = False  # whiten advantages per minibatch (CleanRL's norm_adv, for GAE); off for group-normalised estimators
     adv_eps: float = 1e-6  # epsilon in the std normalisation of group advantages
     dual_clip: float | None = None  # dual-clip constant c > 1 bounding the loss of A < 0 tokens (https://arxiv.org/abs/1912.09729); None = off
     agg_constant: float | None = None  # normaliser override for algo.agg (seq-mean-token-sum-norm: None = mask width; Dr.GRPO max length, GUI-G1 64)

@@ -104,6 +104,8 @@ class Batch:
     group_ids: torch.Tensor  # [B] long
     ref_logp: torch.Tensor | None = None  # [B, L] reference-policy log-probs, only when a KL term is used
     token_weights: torch.Tensor | None = None  # [B, L] optional per-token weights (e.g. visual dependency)
+    returns: torch.Tensor | None = None  # [B, L] (or [B]) critic targets (e.g. GAE returns); the learner adds a value loss when set
+    old_values: torch.Tensor | None = None  # [B, L] (or [B]) critic values recorded at rollout time (value clipping, explained variance)
 
     def __len__(self) -> int:
         return int(self.mask.shape[0])
@@ -125,6 +127,8 @@ class Batch:
             group_ids=self.group_ids[idx_t],
             ref_logp=pick(self.ref_logp),
             token_weights=pick(self.token_weights),
+            returns=pick(self.returns),
+            old_values=pick(self.old_values),
         )
 
 

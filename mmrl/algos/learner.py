@@ -4,6 +4,13 @@ The learner sees a :class:`~mmrl.types.Batch` (log-prob tensors ``[B, L]`` with 
 recomputes ``log_prob(batch)`` with grad; it never sees model-specific inputs. The advantage estimator and the policy
 loss are looked up by name in their registries (:mod:`mmrl.algos.advantages`, :mod:`mmrl.algos.losses`).
 
+PPO with a critic: when the batch carries ``returns`` (and ``old_values`` for value clipping and explained variance),
+the loss gains ``vf_coef * value_loss(policy.value(mb), returns)`` (:func:`mmrl.algos.losses.value_loss`); the policy
+then implements ``value(batch) -> [B, L]`` and its ``model`` holds the critic's parameters too. With ``algo.kl_target``
+the KL-to-reference coefficient adapts (:class:`mmrl.algos.kl.AdaptiveKLController`, starting from ``algo.kl_coef``)
+after every update from the measured ``kl_ref``; with ``algo.kl_in_reward`` the trainer measures the KL and calls
+``learner.kl_ctl.update(mean_kl, n_steps)`` itself, reading the coefficient from ``learner.kl_ctl.value``.
+
 Example:
     >>> learner = Learner(policy, AlgoConfig(loss="ppo_clip", epochs=2))
     >>> stats = learner.update(batch)
@@ -18,6 +25,8 @@ from typing import Any
 import torch
 
 from mmrl.algos import losses
+from mmrl.algos.advantages import masked_whiten
+from mmrl.algos.kl import AdaptiveKLController, FixedKLController
 from mmrl.config import AlgoConfig
 from mmrl.types import Batch
 
@@ -34,6 +43,10 @@ class Learner:
         params = parameters if parameters is not None else [p for p in policy.model.parameters() if p.requires_grad]
         self.params = params
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.kl_ctl: FixedKLController | AdaptiveKLController = (
+            FixedKLController(cfg.kl_coef) if cfg.kl_target is None
+            else AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+        )  # fmt: skip
 
     def loss_kwargs(self) -> dict[str, Any]:
         """Options of the configured loss; clips left as None fall back to the loss's own defaults."""
@@ -46,22 +59,33 @@ class Learner:
         return kw
 
     def minibatch_loss(self, mb: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Policy loss + KL-to-reference + entropy bonus on one minibatch (the method's math in one place)."""
+        """Policy loss + value loss + KL-to-reference + entropy bonus on one minibatch (the method's math in one place)."""
         cfg = self.cfg
         logp, mask, entropy = self.policy.log_prob(mb, with_entropy=True)  # [B, L] each
         train_mask = mask
         if cfg.top_entropy_q < 1.0:  # "80/20": only the highest-entropy tokens get gradient
             train_mask = losses.top_entropy_mask(entropy.detach(), mask, cfg.top_entropy_q)
         token_weights = mb.token_weights.to(logp.device) if mb.token_weights is not None else None
-        loss, stats = self.loss_fn(logp, mb.old_logp.to(logp.device), mb.advantages.to(logp.device), train_mask,
+        adv = mb.advantages.to(logp.device)  # [B] or [B, L]
+        if cfg.norm_adv:  # per-minibatch whitening, as CleanRL's norm_adv
+            adv_mask = mask.bool().any(-1) if adv.dim() == 1 else mask  # [B] sequences or [B, L] tokens
+            adv = masked_whiten(adv, adv_mask)
+        loss, stats = self.loss_fn(logp, mb.old_logp.to(logp.device), adv, train_mask,
                                    token_weights=token_weights, **self.loss_kwargs())  # fmt: skip
+        if mb.returns is not None:  # critic: (V - R)^2 / 2, optionally clipped around V_old (CleanRL clip_vloss)
+            values = self.policy.value(mb)  # [B, L]
+            old_values = mb.old_values.to(values.device) if mb.old_values is not None else None
+            v_loss, v_stats = losses.value_loss(values, mb.returns.to(values.device), mask, old_values, cfg.vf_clip,
+                                                cfg.agg, cfg.agg_constant)  # fmt: skip
+            loss = loss + cfg.vf_coef * v_loss
+            stats.update(v_stats, value_loss=float(v_loss.detach()))
         ent = losses.agg(entropy, mask, cfg.agg, cfg.agg_constant)
         stats["entropy"] = float(ent.detach())
         if cfg.entropy_coef:
             loss = loss - cfg.entropy_coef * ent
         if cfg.kl_coef and not cfg.kl_in_reward:
             kl = losses.agg(losses.kl(logp, mb.ref_logp.to(logp.device), cfg.kl_kind), mask, cfg.agg, cfg.agg_constant)
-            loss = loss + cfg.kl_coef * kl
+            loss = loss + self.kl_ctl.value * kl
             stats["kl_ref"] = float(kl.detach())
         stats["loss"] = float(loss.detach())
         return loss, stats
@@ -70,6 +94,8 @@ class Learner:
         """``cfg.epochs`` passes over ``batch`` in shuffled minibatches; returns the mean of each diagnostic."""
         if self.cfg.kl_coef and batch.ref_logp is None:
             raise ValueError("algo.kl_coef > 0 but the batch has no ref_logp (the trainer computes it)")
+        if batch.returns is not None and not callable(getattr(self.policy, "value", None)):
+            raise ValueError("the batch carries returns but the policy has no value(batch) critic")
         self.policy.model.train()
         sums: dict[str, float] = defaultdict(float)
         count = 0
@@ -88,4 +114,12 @@ class Learner:
                 for k, v in stats.items():
                     sums[k] += v
                 count += 1
-        return {k: v / max(count, 1) for k, v in sums.items()}
+        out = {k: v / max(count, 1) for k, v in sums.items()}
+        if batch.returns is not None and batch.old_values is not None:  # critic quality before this update
+            m = batch.mask.bool().any(-1) if batch.returns.dim() == 1 else batch.mask
+            out["explained_variance"] = losses.explained_variance(batch.old_values, batch.returns, m)
+        if self.cfg.kl_coef and not self.cfg.kl_in_reward and "kl_ref" in out:
+            self.kl_ctl.update(out["kl_ref"], n_steps=B)  # adaptive coefficient (a no-op when fixed)
+        if self.cfg.kl_coef:
+            out["kl_coef"] = self.kl_ctl.value
+        return out

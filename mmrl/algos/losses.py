@@ -292,6 +292,85 @@ def cispo(
     return aggregate(mat, m, agg, agg_constant, sample_weights), _floats(stats)
 
 
+# -------------------------------------------------------------------------------------------------------------- critic
+def value_loss(
+    values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    old_values: Tensor | None = None,
+    clip: float | None = None,
+    agg: str = "token-mean",
+    agg_constant: float | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Critic regression loss ``(V - R)^2 / 2`` with optional PPO value clipping, aggregated like the policy loss.
+
+    With ``clip = c`` (CleanRL ``ppo_continuous_action.py``, ``clip_vloss``): ``V_clip = V_old + clip(V - V_old, -c, c)``
+    and the per-position loss is ``max((V - R)^2, (V_clip - R)^2) / 2`` (pessimistic: the clipped branch only ever
+    raises the loss, so the value cannot move further than ``c`` from ``V_old`` on positions it already overshoots).
+
+    Args:
+        values: ``[B, L]`` critic predictions (with grad).
+        returns: ``[B, L]`` (or ``[B]``, broadcast) regression targets, e.g. GAE ``A + V_old``.
+        mask: ``[B, L]`` positions that count.
+        old_values: ``[B, L]`` (or ``[B]``) values recorded at rollout time; required when ``clip`` is set.
+        clip: value clip range c (None = off).
+        agg, agg_constant: see :func:`aggregate`.
+    Returns:
+        ``(loss scalar, stats)``; ``stats["value_clipfrac"]`` is the fraction of positions where the clipped branch is
+        the larger one (only with ``clip``).
+
+    Example:
+        >>> import torch
+        >>> loss, _ = value_loss(torch.tensor([[2.0]]), torch.tensor([[0.0]]), torch.ones(1, 1))
+        >>> loss.item()
+        2.0
+    """
+    m = mask.bool()
+    R = _broadcast(returns, values)  # [B, L]
+    unclipped = (values - R) ** 2  # [B, L]
+    stats: dict[str, Tensor] = {}
+    if clip is None:
+        mat = unclipped
+    else:
+        if old_values is None:
+            raise ValueError("value clipping needs old_values (the critic's values at rollout time)")
+        V_old = _broadcast(old_values, values)  # [B, L]
+        v_clipped = V_old + (values - V_old).clamp(-clip, clip)
+        clipped = (v_clipped - R) ** 2
+        mat = torch.maximum(unclipped, clipped)
+        stats["value_clipfrac"] = masked_mean((clipped > unclipped).to(values.dtype), m)
+    loss = 0.5 * aggregate(mat, m, agg, agg_constant)
+    return loss, _floats(stats) if stats else {}
+
+
+@torch.no_grad()
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor | None = None) -> float:
+    """``1 - Var[R - V] / Var[R]`` over the masked positions (population variances, as CleanRL's ``np.var``).
+
+    ``values``, ``returns`` and the optional ``mask`` share one shape (``[B]`` or ``[B, L]``).
+
+    1 is a perfect critic, 0 no better than a constant, negative worse than a constant; NaN when ``Var[R] = 0``.
+
+    Example:
+        >>> import torch
+        >>> round(explained_variance(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0])), 4)  # 1 - (6/27) / (42/27)
+        0.8571
+    """
+    R, V = returns.double(), values.double()  # same shape, [B] or [B, L]
+    if mask is not None:
+        R, V = R[mask.bool()], V[mask.bool()]  # [N] masked positions
+    var_r = R.var(unbiased=False) if R.numel() else R.new_zeros(())
+    if var_r == 0:
+        return float("nan")
+    return float(1.0 - (R - V).var(unbiased=False) / var_r)
+
+
+def _broadcast(x: Tensor, like: Tensor) -> Tensor:
+    """``[B]`` -> ``[B, L]`` like ``like`` (a per-sequence quantity on every position); ``[B, L]`` stays."""
+    x = x.to(device=like.device, dtype=like.dtype)
+    return x.unsqueeze(-1).expand_as(like) if x.dim() == like.dim() - 1 else x
+
+
 # ----------------------------------------------------------------------------------------- rollout/trainer mismatch
 @torch.no_grad()
 def tis_weight(

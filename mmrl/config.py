@@ -100,7 +100,7 @@ class WarmupConfig:
     steps: int = 0  # supervised fine-tuning steps on the env's reference answers before RL (0 = none)
     batch_size: int = 32  # examples per supervised step
     lr: float = 1e-3  # learning rate of the warm-up
-    targets: str = "format"  # format: reference format with a random answer choice (teaches format, not the task) | solution
+    targets: str = "format"  # format: the reference completion with a random answer choice (teaches the format, not the task) | answer: <answer>random choice</answer> only | solution: the reference completion
 
 
 @dataclass

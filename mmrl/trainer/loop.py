@@ -123,6 +123,7 @@ class Trainer:
             ckpt.set_rng_state(state["rng"])
             self.step = int(state["step"])
             self.summary = dict(state.get("summary", {}))
+            self.learner.kl_ctl.value = float(state.get("kl_coef", cfg.algo.kl_coef))  # the adaptive KL coefficient
             logger.info("resumed from %s (step %d)", resume_from, self.step)
         self.metrics = MetricsLogger(self.run_dir, resume_step=self.step if resume_from else None)
         self.progress = Progress(enabled=show_progress)
@@ -149,10 +150,12 @@ class Trainer:
                 for _ in range(wc.batch_size):
                     obs, info = env.reset(seed=int(rng.integers(0, 2**31 - 1)))
                     target = info["solution"]
-                    if wc.targets == "format" and info.get("answer_choices"):
-                        # every mention of the truth (in the reasoning too) becomes the drawn answer
+                    if wc.targets in ("format", "answer") and info.get("answer_choices"):
                         fake = str(rng.choice(info["answer_choices"]))
+                        # format: every mention of the truth (in the reasoning too) becomes the drawn answer
                         target = re.sub(rf"\b{re.escape(str(info['answer']))}\b", fake, target)
+                        if wc.targets == "answer":  # the answer tags alone, no reasoning
+                            target = f"<answer>{fake}</answer>"
                     conv = self.policy.conversation()
                     conv.add_user(obs["text"], obs.get("images") or [])
                     tgt = self.policy.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
@@ -280,7 +283,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------------------- fit
     def save(self) -> None:
-        ckpt.save_checkpoint(self.run_dir, self.step, self.policy, self.learner.optimizer, {"summary": self.summary},
+        ckpt.save_checkpoint(self.run_dir, self.step, self.policy, self.learner.optimizer, {"summary": self.summary, "kl_coef": self.learner.kl_ctl.value},
                              keep=self.cfg.train.keep_checkpoints)  # fmt: skip
 
     def fit(self) -> dict[str, Any]:

@@ -17,8 +17,8 @@ def test_grpo_end_to_end_via_cli(tiny_model_path, tmp_path, capsys):
     code = main(["train", str(ROOT / "configs/quickstart.yaml"), "--no-progress", "name=e2e",
                  f"model.path={tiny_model_path}", "model.build_tiny=false", f"train.output_dir={tmp_path}",
                  "train.steps=3", "train.eval_every=2", "train.eval_size=16", "train.save_every=1", "train.keep_checkpoints=3",
-                 "warmup.steps=15", "warmup.batch_size=8", "warmup.lr=3e-3", "algo.prompts_per_step=4", "algo.group_size=4",
-                 "algo.minibatch_size=8", "rollout.max_new_tokens=12"])  # fmt: skip
+                 "warmup.steps=60", "warmup.batch_size=8", "warmup.lr=3e-3", "algo.prompts_per_step=4", "algo.group_size=4",
+                 "algo.minibatch_size=8"])  # fmt: skip
     assert code == 0
     run = tmp_path / "e2e"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -22,9 +22,6 @@ if ! "$PY" -c "import venv, ensurepip" >/dev/null 2>&1; then
   ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
   apt_install "python${ver}-venv" python3-pip
 fi
-# Fonts for the rendered scenes and plots; make for the Makefile itself on a bare machine.
-command -v dpkg >/dev/null 2>&1 && apt_install fonts-dejavu-core
-
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 VPY="$VENV/bin/python"
 "$VPY" -m pip install -q --upgrade pip >/dev/null

@@ -26,7 +26,7 @@ def test_grpo_end_to_end_via_cli(tiny_model_path, tmp_path, capsys):
     assert [r["step"] for r in steps] == [1, 2, 3]
     for r in steps:
         for key in ("loss", "approx_kl", "clipfrac", "entropy", "grad_norm", "reward/mean", "zero_std_groups",
-                    "tokens_per_s", "env_steps_per_s", "reward/accuracy/mean", "reward/format/mean"):  # fmt: skip
+                    "tokens_per_s", "env_steps_per_s", "reward/accuracy/mean", "reward/format_answer/mean"):  # fmt: skip
             assert key in r, key
         assert r["entropy"] > 0
     assert any("eval/accuracy" in r for r in rows if r["step"] == 2)

@@ -68,10 +68,6 @@ class TinyPreset:
 PRESETS: dict[str, TinyPreset] = {
     # ~1M parameters: the quickstart and most tests.
     "default": TinyPreset(512, 128, 4, 4, 2, 256, (4, 6, 6), 64, 2, 2, 128, 56 * 56),
-    # ~1.6M parameters: a wider vision tower.
-    "wide": TinyPreset(512, 128, 4, 4, 2, 256, (4, 6, 6), 128, 3, 4, 256, 56 * 56),
-    # ~0.2M parameters: unit tests that only need the plumbing.
-    "micro": TinyPreset(400, 64, 2, 4, 2, 128, (2, 3, 3), 32, 2, 2, 64, 56 * 56),
 }
 
 

@@ -23,7 +23,7 @@ def test_overrides_are_typed_and_nested():
     assert cfg.algo.lr == pytest.approx(1e-5) and isinstance(cfg.algo.lr, float)
     assert cfg.train.steps == 3 and cfg.train.resume is True
     assert cfg.env.kwargs["difficulty"] == 2
-    assert cfg.rewards == {"accuracy": 1.0, "format": 0.5}
+    assert cfg.rewards == {"accuracy": 1.0, "format_answer": 0.1, "format": 0.5}
 
 
 def test_yaml_float_without_dot_is_a_float(tmp_path):

@@ -99,7 +99,9 @@ class Trainer:
                                   temperature=cfg.rollout.temperature)  # fmt: skip
         self.ref_policy = None
         if cfg.algo.kl_coef:  # kl_coef = 0 loads no reference model at all
-            self.ref_policy = load_policy(m.path, m.dtype, m.device, m.min_pixels, m.max_pixels, cfg.rollout.temperature)
+            # the reference is the policy RL starts from: the warm-up's result once saved, else the base model
+            ref_path = self.run_dir / "reference" if resume_from and (self.run_dir / "reference").exists() else m.path
+            self.ref_policy = load_policy(ref_path, m.dtype, m.device, m.min_pixels, m.max_pixels, cfg.rollout.temperature)
             self.ref_policy.model.requires_grad_(False).eval()
         env_kwargs = {**cfg.env.kwargs, "rewards": dict(cfg.rewards)}
         eval_kwargs = {**env_kwargs, **cfg.env.eval_kwargs}
@@ -133,8 +135,8 @@ class Trainer:
         """Supervised steps on the env's reference completions (``info["solution"]``) so the policy learns the format.
 
         With ``warmup.targets = "format"`` the answer inside the solution is replaced by one drawn uniformly from
-        ``info["answer_choices"]``: the policy learns the output format but not the task, and any accuracy gained later
-        comes from RL alone.
+        ``info["answer_choices"]`` (``"answer"``: the target is only ``<answer>{drawn}</answer>``): the policy learns
+        the output format but not the task, and any accuracy gained later comes from RL alone.
         """
         wc = self.cfg.warmup
         if wc.steps <= 0:
@@ -292,7 +294,9 @@ class Trainer:
         start = time.perf_counter()
         before: dict[str, float] = {}
         if self.step == 0 and "accuracy_before_rl" not in self.summary:
-            self.warmup()
+            if self.warmup() and self.ref_policy is not None:  # KL is measured against the warmed-up policy
+                self.ref_policy.model.load_state_dict(self.policy.model.state_dict())
+                ckpt.save_policy(self.ref_policy, self.run_dir / "reference")  # resumed runs reload it
             before = self.evaluate()
             self.summary["accuracy_before_rl"] = before["eval/accuracy"]
             self.metrics.log(0, before)

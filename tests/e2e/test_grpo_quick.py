@@ -14,12 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_grpo_end_to_end_via_cli(tiny_model_path, tmp_path, capsys):
-    code = main(["train", str(ROOT / "configs/quickstart.yaml"), "--no-progress", "name=e2e",
+    args = ["train", str(ROOT / "configs/quickstart.yaml"), "--no-progress", "name=e2e",
                  f"model.path={tiny_model_path}", "model.build_tiny=false", f"train.output_dir={tmp_path}",
                  "train.steps=3", "train.eval_every=2", "train.eval_size=16", "train.save_every=1", "train.keep_checkpoints=3",
                  "warmup.steps=60", "warmup.batch_size=8", "warmup.lr=3e-3", "algo.prompts_per_step=4", "algo.group_size=4",
-                 "algo.minibatch_size=8"])  # fmt: skip
-    assert code == 0
+                 "algo.minibatch_size=8"]  # fmt: skip
+    assert main(args) == 0
     run = tmp_path / "e2e"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
@@ -42,3 +42,7 @@ def test_grpo_end_to_end_via_cli(tiny_model_path, tmp_path, capsys):
     assert len(changed) > len(before) // 2, "RL did not change most weight tensors"
     assert any(r["grad_norm"] > 0 and r["zero_std_groups"] < 1 for r in steps), "no step had a learning signal"
     assert "held-out accuracy after warm-up" in capsys.readouterr().out
+    # `mmrl eval` evaluates the run's latest checkpoint: the same greedy accuracy the run reported last
+    assert main(["eval", str(ROOT / "configs/quickstart.yaml"), *args[3:]]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["eval/accuracy"] == summary["accuracy_after_rl"]

@@ -11,8 +11,8 @@ What is exercised (trl 1.16, ``trl/trainer/grpo_trainer.py``):
 - Advantages: the group-normalisation block of ``GRPOTrainer._generate_and_score_completions`` (from
   ``if self.multi_objective_aggregation == "sum_then_normalize":`` through
   ``advantages = torch.nan_to_num(advantages, nan=0.0)``, ~2758-2804), extracted with ``inspect`` and executed as-is
-  with TRL's ``nanstd``; covered: ``scale_rewards`` group, batch, none. The test skips (never silently passes) if that
-  block cannot be located in another TRL version.
+  with TRL's ``nanstd``; covered: ``scale_rewards`` group, batch, none. The test fails (never silently passes or skips) if
+  that block cannot be located in another TRL version.
 
 Mapping onto mmrl: grpo -> ppo_clip + seq-mean-token-mean; bnpo / dapo (one process, no accumulation) -> token-mean;
 dr_grpo -> seq-mean-token-sum-norm with agg_constant = max_completion_length; cispo -> cispo + token-mean with
@@ -29,9 +29,8 @@ from collections import defaultdict
 
 import pytest
 import torch
-
-trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer")
-from trl.trainer.utils import nanstd  # noqa: E402
+import trl.trainer.grpo_trainer as trl_grpo  # the dev extra installs TRL: a missing peer is a failure, not a skip
+from trl.trainer.utils import nanstd
 
 from mmrl.algos import advantages, losses  # noqa: E402
 
@@ -180,7 +179,7 @@ def _trl_advantage_block() -> str:
     start = re.search(r'^[ \t]*if self\.multi_objective_aggregation == "sum_then_normalize":', src, re.M)
     end_marker = "advantages = torch.nan_to_num(advantages, nan=0.0)"
     if start is None or end_marker not in src[start.start() :]:
-        pytest.skip("TRL's advantage block was not found in this TRL version")
+        pytest.fail("TRL's advantage block was not found in this TRL version: update the extraction markers")
     end = src.index(end_marker, start.start()) + len(end_marker)
     return textwrap.dedent(src[start.start() : end])
 

@@ -243,17 +243,38 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, recursively for nested sections (a mapping value replaces nothing but its keys)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a mapping; ``base: other.yaml`` (relative to the file) is loaded first and overridden."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    if "base" in data:
+        base = path.parent / str(data.pop("base"))
+        if base.resolve() in seen:
+            raise ConfigError(f"{path}: 'base' chain loops back to {base}")
+        data = _merge(read_yaml(base, (*seen, path.resolve())), data)
+    return data
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None, cls: type = RunConfig) -> Any:
-    """Load a YAML file (or defaults when ``path`` is None), apply overrides, and type-check into ``cls``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+    """Load a YAML file (or defaults when ``path`` is None), apply overrides, and type-check into ``cls``.
+
+    A file may start from another with ``base: quickstart.yaml``: its keys override the base's, section by section.
+    """
+    data = read_yaml(path) if path is not None else {}
     apply_overrides(data, list(overrides or []))
     return from_dict(cls, data)

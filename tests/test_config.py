@@ -86,3 +86,17 @@ def test_every_config_field_is_documented():
         for f in dataclasses.fields(cls):
             lines = [ln for ln in src if ln.strip().startswith(f"{f.name}:")]
             assert lines and all("#" in ln for ln in lines), f"{cls.__name__}.{f.name} has no doc comment"
+
+
+def test_base_files_are_merged_section_by_section(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nalgo: {lr: 0.5, epochs: 3}\nrewards: {accuracy: 1.0}\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\nalgo: {lr: 0.25}\n")
+    cfg = load_config(tmp_path / "b.yaml", ["algo.group_size=2"])
+    assert (cfg.name, cfg.algo.lr, cfg.algo.epochs, cfg.algo.group_size) == ("b", 0.25, 3, 2)
+    assert cfg.rewards == {"accuracy": 1.0}
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")

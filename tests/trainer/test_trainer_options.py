@@ -80,3 +80,11 @@ def test_selective_replay_refills_zero_advantage_groups(tiny_model_path, tmp_pat
     assert stats["ssr/replayed"] == 4.0
     adv = seen["batch"].advantages
     assert len(adv) == 4 and bool((adv != 0).all())
+
+
+def test_zero_std_fraction_counts_flat_groups():
+    from mmrl.trainer.loop import zero_std_fraction
+
+    # group 0 flat, group 1 varied, group 2 a singleton (flat): 2 of 3 groups carry no signal
+    rewards, groups = torch.tensor([1.0, 1.0, 0.0, 1.0, 5.0]), torch.tensor([7, 7, 3, 3, 9])
+    assert zero_std_fraction(rewards, groups) == pytest.approx(2 / 3)

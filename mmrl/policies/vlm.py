@@ -68,8 +68,12 @@ class VLMPolicy:
         return Conversation(self.encoder, system=system)
 
     # ---------------------------------------------------------------------------------------------------------- inputs
-    def _vision_kwargs(self, vision: list[list[VisionInput]]) -> dict[str, torch.Tensor]:
-        """Concatenate the images of a batch in pad order (the model consumes them row by row)."""
+    def _vision_kwargs(self, vision: list[list[VisionInput]], ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The images of a batch concatenated in pad order (the model consumes them row by row), and the token types.
+
+        ``mm_token_type_ids`` (1 on image pads, 0 on text) is what Qwen's processor returns and what the model needs to
+        give image tokens their 2-D multimodal RoPE positions; without it every token gets a 1-D text position.
+        """
         flat = [v for row in vision for v in row]
         if not flat:
             return {}
@@ -77,6 +81,7 @@ class VLMPolicy:
         return {
             "pixel_values": torch.cat([v.pixel_values for v in flat]).to(self.device, dtype),  # [sum patches, D]
             "image_grid_thw": torch.stack([v.grid_thw for v in flat]).to(self.device),  # [n_images, 3]
+            "mm_token_type_ids": (ids == self.encoder.image_pad_id).int(),  # [B, T]
         }
 
     def _pad(self, seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +106,7 @@ class VLMPolicy:
         out = self.model.generate(
             input_ids=ids,
             attention_mask=att,
-            **self._vision_kwargs(vision),
+            **self._vision_kwargs(vision, ids),
             do_sample=not greedy,
             temperature=None if greedy else params.temperature,
             top_p=None if greedy else params.top_p,
@@ -147,7 +152,8 @@ class VLMPolicy:
         """Logits ``[B, T-1, V]`` (temperature applied) predicting tokens 1..T-1, and those target ids ``[B, T-1]``."""
         ids = model_inputs["input_ids"].to(self.device)
         att = model_inputs["attention_mask"].to(self.device)
-        out = self.model(input_ids=ids, attention_mask=att, **self._vision_kwargs(model_inputs["vision"]), use_cache=False)
+        vision = self._vision_kwargs(model_inputs["vision"], ids)
+        out = self.model(input_ids=ids, attention_mask=att, **vision, use_cache=False)
         logits = out.logits[:, :-1].float() / max(self.temperature, 1e-6)  # [B, T-1, V]
         return logits, ids[:, 1:]
 

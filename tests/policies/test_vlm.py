@@ -116,3 +116,45 @@ def test_log_prob_gradient_flows_to_vision_tower(tiny_policy):
     vis = [p.grad for n, p in tiny_policy.model.named_parameters() if "visual" in n and p.grad is not None]
     assert vis and any(float(g.abs().sum()) > 0 for g in vis)
     tiny_policy.model.zero_grad()
+
+
+def _qwen_mrope_positions(ids: list[int], grids: list[tuple[int, int, int]], pad_id: int, merge: int) -> torch.Tensor:
+    """Qwen2.5-VL's multimodal RoPE positions ``[3, T]`` written out from the paper's rule, independently of
+    transformers: text tokens advance all three axes by 1; an image run of ``h/merge x w/merge`` pads gets
+    ``(start, start + row, start + col)`` and the text after it resumes at ``start + max(h, w) / merge``."""
+    pos, out, i, images = 0, [], 0, iter(grids)
+    while i < len(ids):
+        if ids[i] != pad_id:
+            out.append((pos, pos, pos))
+            pos, i = pos + 1, i + 1
+            continue
+        _, h, w = next(images)
+        h, w = h // merge, w // merge
+        out.extend((pos, pos + r, pos + c) for r in range(h) for c in range(w))
+        pos, i = pos + max(h, w), i + h * w
+    return torch.tensor(out).T
+
+
+def test_image_tokens_get_2d_multimodal_rope_positions(tiny_policy):
+    """The policy's forward equals the model run with hand-computed 2-D M-RoPE positions, and differs from 1-D ones."""
+    _, trajs = _two_turn_trajectories(tiny_policy, SamplingParams(temperature=1.0, max_new_tokens=4))
+    inputs, _, _ = tiny_policy.collate(trajs)
+    logits, _ = tiny_policy.forward_logits(inputs)
+    ids, att = inputs["input_ids"], inputs["attention_mask"]
+    B, T = ids.shape
+    positions = torch.zeros(3, B, T, dtype=torch.long)
+    for b in range(B):
+        n = int(att[b].sum())
+        grids = [tuple(v.grid_thw.tolist()) for v in inputs["vision"][b]]
+        positions[:, b, :n] = _qwen_mrope_positions(ids[b, :n].tolist(), grids, tiny_policy.encoder.image_pad_id,
+                                                    tiny_policy.encoder.merge_size)  # fmt: skip
+    flat = [v for row in inputs["vision"] for v in row]
+    vision = {"pixel_values": torch.cat([v.pixel_values for v in flat]),
+              "image_grid_thw": torch.stack([v.grid_thw for v in flat])}  # fmt: skip
+    with torch.no_grad():
+        ref = tiny_policy.model(input_ids=ids, attention_mask=att, position_ids=positions, **vision).logits[:, :-1]
+        flat_pos = (att.cumsum(-1) - 1).clamp(min=0).expand(3, B, T)
+        one_d = tiny_policy.model(input_ids=ids, attention_mask=att, position_ids=flat_pos, **vision).logits[:, :-1]
+    valid = att[:, 1:].bool()
+    assert torch.allclose(logits.detach()[valid], ref[valid], atol=1e-5)
+    assert not torch.allclose(logits.detach()[valid], one_d[valid], atol=1e-3)  # the 2-D positions matter

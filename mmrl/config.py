@@ -74,6 +74,7 @@ class AlgoConfig:
     kl_kind: str = "k3"  # KL estimator: k1 | k2 | k3 (low-variance, http://joschu.net/blog/kl-approx.html)
     entropy_coef: float = 0.0  # entropy bonus coefficient
     vf_coef: float = 0.5  # coefficient of the critic's value loss; used only when the batch carries `returns` (PPO with a critic)
+    critic_lr: float | None = None  # learning rate of the VLM value model (algo.advantage=gae); None = algo.lr
     vf_clip: float | None = None  # PPO value clipping: V_old + clip(V - V_old, -c, c) (CleanRL's clip_vloss uses c = 0.2, its policy clip); None = off
     norm_adv: bool = False  # whiten advantages per minibatch (CleanRL's norm_adv, for GAE); off for group-normalised estimators
     adv_eps: float = 1e-6  # epsilon in the std normalisation of group advantages
@@ -86,6 +87,8 @@ class AlgoConfig:
     kl_target: float | None = None  # target KL of the adaptive KL coefficient (https://arxiv.org/abs/1909.08593); None = fixed coefficient
     kl_horizon: int = 10000  # horizon of the adaptive KL controller
     tis_cap: float | None = None  # truncated IS cap C for rollout-engine/trainer mismatch (https://fengyao.notion.site/off-policy-rl); None = off
+    vppo_top_frac: float = 0.0  # VPPO (https://arxiv.org/abs/2510.09285): train only this top fraction of each response's most image-dependent tokens, rows scaled by their dependency; 0 = off
+    vppo_mask_prob: float = 0.5  # VPPO: probability that each patch of the perturbed image is blackened
     top_entropy_q: float = 1.0  # only the top-q entropy tokens get gradient ("80/20", https://arxiv.org/abs/2506.01939); 1.0 = all tokens
     dynamic_sampling: bool = False  # DAPO dynamic sampling: drop groups with all-equal rewards and resample (https://arxiv.org/abs/2503.14476)
     max_sampling_batches: int = 10  # rollout batches dynamic sampling may draw per step before training on a short batch

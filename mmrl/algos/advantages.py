@@ -10,7 +10,8 @@ call signature (:data:`FAMILY` maps every registered name to its family):
   gamma=1.0, eps=1e-8) -> adv [B, L]`` and ``reinforce_pp_baseline(rewards, group_ids, mask, kl=None, kl_coef=0.0,
   gamma=1.0, eps=1e-8) -> adv [B, L]``.
 - ``time`` (critic-based, time-major rollouts): ``gae(rewards [T, N], values [T+1, N], dones [T, N], gamma, lam)
-  -> (adv [T, N], returns [T, N])``.
+  -> (adv [T, N], returns [T, N])``. :func:`token_gae` applies it along the generated tokens of ``[B, L]`` sequences
+  (PPO with a value model on a VLM).
 - ``step`` (multi-turn agents, one advantage per env step): ``gigpo(...)`` and ``step_episode(...) -> adv [S]``; see
   their docstrings for the flat step layout.
 
@@ -321,6 +322,52 @@ def gae(
         lastgaelam = delta + gamma * lam * notdone[t] * lastgaelam
         adv[t] = lastgaelam
     return adv, adv + values[:T]
+
+
+def token_gae(
+    rewards: Tensor,
+    values: Tensor,
+    mask: Tensor,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    kl: Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """:func:`gae` along the generated tokens of each sequence (PPO with a value model, as verl's critic path).
+
+    The masked tokens of a row, in order, form one episode: env/prompt tokens between turns are skipped (they are not
+    actions), so ``V_{t+1}`` of a turn's last token is the value at the next turn's first generated token, and the
+    row's last masked token ends the episode (``done``, no bootstrap). Token rewards are
+    ``outcome * [t is last] - kl_coef * kl_t`` as in :func:`reinforce_pp`.
+
+    Args:
+        rewards: ``[B]`` outcome rewards (put on each row's last masked token) or ``[B, L]`` token rewards.
+        values: ``[B, L]`` critic values ``V(s_t)`` at the log-prob positions (the context token ``t+1`` is drawn from).
+        mask: ``[B, L]`` response mask.
+        gamma: discount per generated token (1.0 in verl/OpenRLHF).
+        lam: GAE lambda (1.0 = Monte Carlo returns minus the value baseline).
+        kl: optional ``[B, L]`` per-token KL to the reference, subtracted from the rewards with ``kl_coef``.
+        kl_coef: coefficient of the in-reward KL penalty.
+    Returns:
+        ``(advantages [B, L], returns [B, L])``, 0 outside the mask.
+    """
+    m = mask.bool()
+    r = rewards if rewards.dim() == 2 else last_token_rewards(rewards, m)
+    if kl is not None and kl_coef != 0.0:
+        r = r - kl_coef * kl
+    zero = torch.zeros((), dtype=r.dtype, device=r.device)
+    order = torch.sort((~m).to(torch.int8), dim=1, stable=True).indices  # [B, L] masked positions first, in order
+    packed_m = m.gather(1, order)  # [B, L] a prefix of n_b trues per row
+    packed_r = torch.where(packed_m, r.gather(1, order), zero)
+    packed_v = torch.where(packed_m, values.to(r.dtype).gather(1, order), zero)
+    last = (m.sum(1, keepdim=True) - 1).clamp(min=0)  # [B, 1] index of each row's final packed token
+    dones = torch.arange(m.shape[1], device=m.device).unsqueeze(0) >= last  # [B, L] done at the end and after it
+    next_v = torch.cat([packed_v, torch.zeros_like(packed_v[:, :1])], dim=1)  # [B, L + 1]
+    adv, ret = gae(packed_r.T, next_v.T, dones.T, gamma, lam)  # time-major [L, B]
+    out_adv, out_ret = torch.zeros_like(r), torch.zeros_like(r)
+    out_adv.scatter_(1, order, torch.where(packed_m, adv.T, zero))  # unpack to the original positions
+    out_ret.scatter_(1, order, torch.where(packed_m, ret.T, zero))
+    return out_adv, out_ret
 
 
 # ------------------------------------------------------------------------------------------------- step estimators

@@ -6,7 +6,9 @@ loss are looked up by name in their registries (:mod:`mmrl.algos.advantages`, :m
 
 PPO with a critic: when the batch carries ``returns`` (and ``old_values`` for value clipping and explained variance),
 the loss gains ``vf_coef * value_loss(policy.value(mb), returns)`` (:func:`mmrl.algos.losses.value_loss`); the policy
-then implements ``value(batch) -> [B, L]`` and its ``model`` holds the critic's parameters too. With ``algo.kl_target``
+then implements ``value(batch) -> [B, L]``, and either its ``model`` holds the critic's parameters too (the MLP
+actor-critics) or ``policy.critic`` is a separate module (the VLM value model), optimised in its own parameter group
+at ``algo.critic_lr`` and gradient-clipped on its own. With ``algo.kl_target``
 the KL-to-reference coefficient adapts (:class:`mmrl.algos.kl.AdaptiveKLController`, starting from ``algo.kl_coef``)
 after every update from the measured ``kl_ref``; with ``algo.kl_in_reward`` the trainer measures the KL and calls
 ``learner.kl_ctl.update(mean_kl, n_steps)`` itself, reading the coefficient from ``learner.kl_ctl.value``.
@@ -42,7 +44,12 @@ class Learner:
         self.loss_fn = losses.get(cfg.loss)
         params = parameters if parameters is not None else [p for p in policy.model.parameters() if p.requires_grad]
         self.params = params
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        critic = getattr(policy, "critic", None)  # a separate value model (VLMCritic), trained at algo.critic_lr
+        self.critic_params = [p for p in critic.parameters() if p.requires_grad] if critic is not None else []
+        groups = [{"params": params}]
+        if self.critic_params:
+            groups.append({"params": self.critic_params, "lr": cfg.critic_lr if cfg.critic_lr is not None else cfg.lr})
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.kl_ctl: FixedKLController | AdaptiveKLController = (
             FixedKLController(cfg.kl_coef) if cfg.kl_target is None
             else AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
@@ -97,6 +104,8 @@ class Learner:
         if batch.returns is not None and not callable(getattr(self.policy, "value", None)):
             raise ValueError("the batch carries returns but the policy has no value(batch) critic")
         self.policy.model.train()
+        if self.critic_params:
+            self.policy.critic.train()
         sums: dict[str, float] = defaultdict(float)
         count = 0
         B = len(batch)
@@ -109,6 +118,9 @@ class Learner:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+                if self.critic_params:  # clipped on its own, as a separate model would be
+                    critic_norm = torch.nn.utils.clip_grad_norm_(self.critic_params, self.cfg.max_grad_norm)
+                    stats["critic_grad_norm"] = float(critic_norm)
                 self.optimizer.step()
                 stats["grad_norm"] = float(grad_norm)
                 for k, v in stats.items():

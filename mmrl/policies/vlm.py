@@ -46,8 +46,30 @@ class Generation:
     text: str
 
 
+class VLMCritic(torch.nn.Module):
+    """A value model for PPO: its own copy of a VLM's backbone and a linear head on the last hidden state.
+
+    Separate from the policy's weights (as verl's critic), so value-loss gradients never move the policy. The head starts
+    at zero, so the first advantages are the plain returns.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = model.base_model  # the transformer without the LM head (Qwen2_5_VLModel for Qwen2.5-VL)
+        hidden = model.config.get_text_config().hidden_size
+        self.head = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, **model_kwargs: Any) -> torch.Tensor:
+        """Values ``[B, T]`` at every input position (float32)."""
+        hidden = self.backbone(**model_kwargs, use_cache=False).last_hidden_state  # [B, T, H]
+        return self.head(hidden.float()).squeeze(-1)
+
+
 class VLMPolicy:
-    """Policy contract for VLMs: ``generate`` for rollouts, ``log_prob(batch)`` with grad for the learner."""
+    """Policy contract for VLMs: ``generate`` for rollouts, ``log_prob(batch)`` with grad for the learner, and, with a
+    :class:`VLMCritic` attached (``policy.critic``), ``value(batch)`` for PPO with a value model."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, image_processor: Any, temperature: float = 1.0) -> None:
         self.model = model
@@ -58,6 +80,7 @@ class VLMPolicy:
         vocab = tokenizer.get_vocab()
         self.suppress_ids = [vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab]
         self.eos_ids = sorted(i for i in self.encoder.eos_ids if i is not None)
+        self.critic: VLMCritic | None = None  # attached by trainers that run PPO with a value model
 
     @property
     def device(self) -> torch.device:
@@ -156,6 +179,16 @@ class VLMPolicy:
         out = self.model(input_ids=ids, attention_mask=att, **vision, use_cache=False)
         logits = out.logits[:, :-1].float() / max(self.temperature, 1e-6)  # [B, T-1, V]
         return logits, ids[:, 1:]
+
+    def value(self, batch: Batch | dict[str, Any]) -> torch.Tensor:
+        """Critic values ``[B, L]`` with grad, aligned with ``log_prob``: position ``t`` is ``V`` of the context that
+        token ``t+1`` is drawn from (the tokens up to ``t``)."""
+        if self.critic is None:
+            raise ValueError("this policy has no critic: attach a VLMCritic (algo.advantage=gae does) to call value()")
+        inputs = batch.model_inputs if isinstance(batch, Batch) else batch
+        ids = inputs["input_ids"].to(self.device)
+        att = inputs["attention_mask"].to(self.device)
+        return self.critic(input_ids=ids, attention_mask=att, **self._vision_kwargs(inputs["vision"], ids))[:, :-1]
 
     def log_prob(self, batch: Batch | dict[str, Any], with_entropy: bool = False):
         """Per-token log-probs with grad: ``(logp [B, L], mask [B, L])`` (+ ``entropy [B, L]`` when asked)."""

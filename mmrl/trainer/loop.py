@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -20,17 +21,18 @@ import numpy as np
 import torch
 
 import envs
-from mmrl.algos import advantages, filters
+from mmrl.algos import advantages, filters, kl
 from mmrl.algos.learner import Learner
 from mmrl.config import ConfigError, RunConfig, to_dict
 from mmrl.models import load_policy
-from mmrl.policies.vlm import SamplingParams
+from mmrl.policies.vlm import SamplingParams, VLMCritic
 from mmrl.rollout.collector import Collector
 from mmrl.trainer import checkpoint as ckpt
 from mmrl.trainer.logging import MetricsLogger
 from mmrl.trainer.progress import Progress
 from mmrl.types import Batch, Trajectory
 from mmrl.viz.plots import plot_curves
+from rewards.vppo import visual_dependency, vppo_weights
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +70,24 @@ def check_vlm_algo(cfg: RunConfig) -> None:
     family = advantages.FAMILY.get(a.advantage)
     if family is None:
         advantages.get(a.advantage)  # raises the registry's one-line error listing the known names
-    if family != "outcome":
+    token_level = family == "token" or a.advantage == "gae"
+    if family not in ("outcome", "token") and a.advantage != "gae":
+        known = ", ".join(advantages.names("outcome") + advantages.names("token"))
         raise ConfigError(f"algo.advantage: '{a.advantage}' is a {family}-level estimator; the VLM trainer takes "
-                          f"outcome estimators ({', '.join(advantages.names('outcome'))})")  # fmt: skip
-    if a.kl_in_reward:
-        raise ConfigError("algo.kl_in_reward: the VLM trainer puts the KL in the loss (algo.kl_coef); in-reward KL "
-                          "needs a token-level estimator and is not wired yet")  # fmt: skip
+                          f"{known} or gae (with a critic)")  # fmt: skip
+    if a.kl_in_reward and not token_level:
+        raise ConfigError(f"algo.kl_in_reward: '{a.advantage}' has one reward per sequence; in-reward KL needs a "
+                          "token-level estimator (reinforce_pp, reinforce_pp_baseline, gae)")  # fmt: skip
+    if a.kl_in_reward and not a.kl_coef:
+        raise ConfigError("algo.kl_in_reward: set algo.kl_coef > 0 (the coefficient of the KL in the rewards)")
+    if a.replay_capacity and token_level:
+        raise ConfigError("algo.replay_capacity: selective replay keeps per-sequence advantages (outcome estimators)")
     if a.tis_cap is not None:
         raise ConfigError("algo.tis_cap: the HF rollout engine is the trainer itself (no mismatch to correct)")
+    if not 0.0 <= a.vppo_top_frac <= 1.0:
+        raise ConfigError(f"algo.vppo_top_frac: expected a fraction in [0, 1], got {a.vppo_top_frac}")
+    if not 0.0 <= a.vppo_mask_prob <= 1.0:
+        raise ConfigError(f"algo.vppo_mask_prob: expected a probability in [0, 1], got {a.vppo_mask_prob}")
 
 
 class Trainer:
@@ -110,6 +122,8 @@ class Trainer:
                                    cfg.rollout.batch_size)  # fmt: skip
         self.eval_collector = Collector(self.policy, lambda: envs.make(cfg.env.id, **eval_kwargs), cfg.env.max_turns,
                                         cfg.rollout.batch_size)  # fmt: skip
+        if cfg.algo.advantage == "gae":  # PPO with a value model: a copy of the policy's backbone + a value head
+            self.policy.critic = VLMCritic(copy.deepcopy(self.policy.model)).to(self.policy.device)
         self.learner = Learner(self.policy, cfg.algo)
         self.advantage_fn = advantages.get(cfg.algo.advantage)
         self.replay = None
@@ -127,6 +141,8 @@ class Trainer:
             self.step = int(state["step"])
             self.summary = dict(state.get("summary", {}))
             self.learner.kl_ctl.value = float(state.get("kl_coef", cfg.algo.kl_coef))  # the adaptive KL coefficient
+            if self.policy.critic is not None:
+                self.policy.critic.load_state_dict(state["critic"])
             logger.info("resumed from %s (step %d)", resume_from, self.step)
         self.metrics = MetricsLogger(self.run_dir, resume_step=self.step if resume_from else None)
         self.progress = Progress(enabled=show_progress)
@@ -232,17 +248,50 @@ class Trainer:
             stats["reward/overlong/mean"] = float(penalty.mean())
         return rewards, stats
 
-    def advantage(self, rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-        """Per-sequence advantages ``[B]`` from the configured estimator."""
-        return self.advantage_fn(rewards, group_ids, eps=self.cfg.algo.adv_eps)
-
-    def make_batch(self, trajs: list[Trajectory], rewards: torch.Tensor, adv: torch.Tensor, group_ids: torch.Tensor) -> Batch:
+    def make_batch(self, trajs: list[Trajectory], rewards: torch.Tensor, group_ids: torch.Tensor,
+                   adv: torch.Tensor | None = None) -> Batch:  # fmt: skip
+        """Collate trajectories with everything the update needs: reference log-probs (KL), the critic's values
+        (``old_values``) and VPPO token weights, when configured. ``adv``: precomputed outcome advantages."""
+        a = self.cfg.algo
         inputs, mask, old = self.policy.collate(trajs)
+        adv = adv if adv is not None else torch.zeros(len(trajs))  # token-level ones are set by advantage()
         batch = Batch(model_inputs=inputs, mask=mask, old_logp=old, advantages=adv, rewards=rewards, group_ids=group_ids)
-        if self.ref_policy is not None:
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.ref_policy is not None:
                 batch.ref_logp = self.ref_policy.log_prob(batch)[0].cpu()
+            if self.policy.critic is not None:
+                self.policy.critic.eval()
+                batch.old_values = (self.policy.value(batch) * mask.to(self.policy.device)).cpu()
+        if a.vppo_top_frac > 0:  # VPPO: gradient only on the most image-dependent tokens, rows scaled by dependency
+            rng = np.random.default_rng([self.cfg.seed, 5, self.step])
+            patch = int(getattr(self.policy.encoder.image_processor, "patch_size", 14))
+            dep = visual_dependency(self.policy, trajs, rng, patch=patch, p=a.vppo_mask_prob)
+            batch.token_weights = vppo_weights(dep, mask, top_frac=a.vppo_top_frac).cpu()
         return batch
+
+    def advantage(self, batch: Batch) -> dict[str, float]:
+        """Token-level advantages ``[B, L]`` for ``reinforce_pp*`` and ``gae`` (which also sets ``batch.returns``),
+        with the KL to the reference folded into the token rewards when ``algo.kl_in_reward``."""
+        a = self.cfg.algo
+        stats: dict[str, float] = {}
+        kl_tok, coef = None, 0.0
+        if a.kl_in_reward:  # r_t -= beta * KL_t with the behaviour log-probs (no gradient), beta possibly adaptive
+            m = batch.mask.bool()
+            kl_tok = kl.kl(batch.old_logp, batch.ref_logp, a.kl_kind, mask=m)  # [B, L], 0 outside the mask
+            mean_kl = float(advantages.masked_mean(kl_tok, m, dim=-1).mean())
+            coef = self.learner.kl_ctl.value
+            self.learner.kl_ctl.update(mean_kl, n_steps=len(batch))
+            stats.update({"kl_ref": mean_kl, "kl_coef": coef})
+        gamma = a.gamma if a.gamma is not None else 1.0
+        if a.advantage == "gae":
+            batch.advantages, batch.returns = advantages.token_gae(batch.rewards, batch.old_values, batch.mask, gamma,
+                                                                   a.lam, kl=kl_tok, kl_coef=coef)  # fmt: skip
+        elif a.advantage == "reinforce_pp":
+            batch.advantages = self.advantage_fn(batch.rewards, batch.mask, kl=kl_tok, kl_coef=coef, gamma=gamma)
+        else:  # reinforce_pp_baseline
+            batch.advantages = self.advantage_fn(batch.rewards, batch.group_ids, batch.mask, kl=kl_tok, kl_coef=coef,
+                                                 gamma=gamma)  # fmt: skip
+        return stats
 
     def update(self, batch: Batch) -> dict[str, float]:
         gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, 4, self.step))
@@ -257,13 +306,17 @@ class Trainer:
             return {**stats, "skipped": 1.0}
         group_ids = torch.tensor([t.group_id for t in trajs], dtype=torch.long)
         stats["zero_std_groups"] = zero_std_fraction(rewards, group_ids)
-        adv = self.advantage(rewards, group_ids)
-        if self.replay is not None:
-            trajs, adv, replay_stats = self.replay.process(trajs, adv, group_ids)
-            stats.update(replay_stats)
-            rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
-            group_ids = torch.tensor([t.group_id for t in trajs], dtype=torch.long)
-        batch = self.make_batch(trajs, rewards, adv, group_ids)
+        if advantages.FAMILY[self.cfg.algo.advantage] == "outcome":  # one advantage per sequence, before replay
+            adv = self.advantage_fn(rewards, group_ids, eps=self.cfg.algo.adv_eps)
+            if self.replay is not None:
+                trajs, adv, replay_stats = self.replay.process(trajs, adv, group_ids)
+                stats.update(replay_stats)
+                rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+                group_ids = torch.tensor([t.group_id for t in trajs], dtype=torch.long)
+            batch = self.make_batch(trajs, rewards, group_ids, adv)
+        else:
+            batch = self.make_batch(trajs, rewards, group_ids)
+            stats.update(self.advantage(batch))
         t1 = time.perf_counter()
         stats.update(self.update(batch))
         stats.update({
@@ -286,7 +339,10 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------------------- fit
     def save(self) -> None:
-        ckpt.save_checkpoint(self.run_dir, self.step, self.policy, self.learner.optimizer, {"summary": self.summary, "kl_coef": self.learner.kl_ctl.value},
+        extra = {"summary": self.summary, "kl_coef": self.learner.kl_ctl.value}
+        if self.policy.critic is not None:
+            extra["critic"] = self.policy.critic.state_dict()
+        ckpt.save_checkpoint(self.run_dir, self.step, self.policy, self.learner.optimizer, extra,
                              keep=self.cfg.train.keep_checkpoints)  # fmt: skip
 
     def fit(self) -> dict[str, Any]:
@@ -298,6 +354,8 @@ class Trainer:
             if self.warmup() and self.ref_policy is not None:  # KL is measured against the warmed-up policy
                 self.ref_policy.model.load_state_dict(self.policy.model.state_dict())
                 ckpt.save_policy(self.ref_policy, self.run_dir / "reference")  # resumed runs reload it
+            if self.cfg.warmup.steps > 0 and self.policy.critic is not None:  # the critic starts from the same weights
+                self.policy.critic.backbone.load_state_dict(self.policy.model.base_model.state_dict())
             before = self.evaluate()
             self.summary["accuracy_before_rl"] = before["eval/accuracy"]
             self.metrics.log(0, before)

@@ -214,6 +214,51 @@ def test_gae_lambda_one_is_discounted_return_minus_value():
     torch.testing.assert_close(adv[:, 0], torch.tensor([1 + 1 + 0.75 + 0.5 - 0.5, 2 + 1.5 + 1.0 - 0.25, 3 + 2.0]))
 
 
+def ref_token_gae(rewards, values, mask, gamma, lam, kl=None, kl_coef=0.0):
+    """Plain-loop GAE over each row's masked tokens: outcome on the last one, KL on each, env tokens skipped."""
+    B, L = len(mask), len(mask[0])
+    adv = [[0.0] * L for _ in range(B)]
+    ret = [[0.0] * L for _ in range(B)]
+    for b in range(B):
+        idx = [t for t in range(L) if mask[b][t]]
+        running = 0.0
+        for j in reversed(range(len(idx))):
+            t = idx[j]
+            r = (rewards[b] if j == len(idx) - 1 else 0.0) - (kl_coef * kl[b][t] if kl is not None else 0.0)
+            v_next = values[b][idx[j + 1]] if j + 1 < len(idx) else 0.0
+            running = r + gamma * v_next - values[b][t] + gamma * lam * running
+            adv[b][t], ret[b][t] = running, running + values[b][t]
+    return adv, ret
+
+
+def test_token_gae_hand_worked():
+    # one row, tokens at positions 0, 1 (turn 1) and 3 (turn 2; position 2 is an env token), gamma = 1, lam = 0.5
+    mask = torch.tensor([[1, 1, 0, 1]])
+    values = torch.tensor([[0.2, 0.4, 9.0, 0.5]])
+    adv, ret = A.token_gae(torch.tensor([1.0]), values, mask, gamma=1.0, lam=0.5)
+    a3 = 1.0 - 0.5  # last token: r - V
+    a1 = (0.5 - 0.4) + 0.5 * a3  # next value is the next *generated* token's (0.5), not the env token's (9.0)
+    a0 = (0.4 - 0.2) + 0.5 * a1
+    torch.testing.assert_close(adv, torch.tensor([[a0, a1, 0.0, a3]]))
+    torch.testing.assert_close(ret, torch.tensor([[a0 + 0.2, a1 + 0.4, 0.0, a3 + 0.5]]))
+
+
+@pytest.mark.parametrize("gamma,lam,kl_coef", [(1.0, 1.0, 0.0), (0.99, 0.95, 0.0), (1.0, 0.9, 0.1)])
+def test_token_gae_matches_loop_reference(gamma, lam, kl_coef):
+    rng = np.random.default_rng(3)
+    B, L = 6, 11
+    mask = rng.random((B, L)) < 0.6
+    mask[0] = False  # a row with no generated token
+    mask[1, :] = False
+    mask[1, 4] = True  # a one-token response
+    rewards, values, kl = rng.normal(size=B), rng.normal(size=(B, L)), rng.random((B, L))
+    adv, ret = A.token_gae(torch.tensor(rewards), torch.tensor(values), torch.tensor(mask), gamma, lam,
+                           kl=torch.tensor(kl), kl_coef=kl_coef)  # fmt: skip
+    ref_adv, ref_ret = ref_token_gae(rewards.tolist(), values.tolist(), mask.tolist(), gamma, lam, kl.tolist(), kl_coef)
+    torch.testing.assert_close(adv, torch.tensor(ref_adv, dtype=torch.float64))
+    torch.testing.assert_close(ret, torch.tensor(ref_ret, dtype=torch.float64))
+
+
 # ---------------------------------------------------------------------------------------------------- step family
 def ref_step_returns(step_rewards, traj, gamma):
     out = [0.0] * len(step_rewards)

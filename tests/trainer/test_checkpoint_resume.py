@@ -33,7 +33,13 @@ def step_row(run_dir, step):
     return next(r for r in rows(run_dir) if r["step"] == step and "loss" in r)
 
 
-@pytest.mark.parametrize("extra", [[], ["algo.kl_coef=0.05", "algo.kl_target=0.001", "algo.kl_horizon=10"]])
+@pytest.mark.parametrize("extra", [
+    [],
+    ["algo.kl_coef=0.05", "algo.kl_target=0.001", "algo.kl_horizon=10"],
+    # PPO with a value model and an adaptive KL in the rewards: the critic and its optimizer state are restored too
+    ["algo.advantage=gae", "algo.norm_adv=true", "algo.kl_coef=0.05", "algo.kl_in_reward=true", "algo.kl_target=0.001",
+     "algo.kl_horizon=10"],
+])  # fmt: skip
 def test_resume_gives_the_same_next_step_loss(tiny_model_path, tmp_path, extra):
     straight = small_config(tiny_model_path, tmp_path, "straight", 2, extra)
     Trainer(straight, show_progress=False).fit()
@@ -52,6 +58,8 @@ def test_resume_gives_the_same_next_step_loss(tiny_model_path, tmp_path, extra):
     if extra:  # the adaptive KL coefficient moved during step 1 and was restored from the checkpoint
         assert a["kl_coef"] == pytest.approx(b["kl_coef"], rel=1e-9) and a["kl_coef"] != 0.05
     assert a["reward/mean"] == pytest.approx(b["reward/mean"], abs=1e-9)
+    if "value_loss" in a:
+        assert a["value_loss"] == pytest.approx(b["value_loss"], abs=1e-6)
     assert [r["step"] for r in rows(resumed.run_dir) if "loss" in r] == [1, 2]  # no duplicated step rows
     # the final policies are identical
     pa = load_policy(ckpt.latest_checkpoint(straight.run_dir), device="cpu").model.state_dict()

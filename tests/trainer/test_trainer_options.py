@@ -31,14 +31,18 @@ def fake(rewards, group_ids, lengths=None):
 
 @pytest.mark.parametrize("override, message", [
     ("algo.advantage=gigpo", "algo.advantage: 'gigpo' is a step-level estimator"),
-    ("algo.advantage=gae", "algo.advantage: 'gae' is a time-level estimator"),
+    ("algo.advantage=step_episode", "algo.advantage: 'step_episode' is a step-level estimator"),
     ("algo.advantage=nope", "unknown"),
-    ("algo.kl_in_reward=true", "algo.kl_in_reward"),
+    ("algo.kl_in_reward=true algo.kl_coef=0.1", "algo.kl_in_reward: 'grpo' has one reward per sequence"),
+    ("algo.kl_in_reward=true algo.advantage=reinforce_pp", "algo.kl_in_reward: set algo.kl_coef > 0"),
+    ("algo.replay_capacity=8 algo.advantage=gae", "algo.replay_capacity"),
     ("algo.tis_cap=2.0", "algo.tis_cap"),
+    ("algo.vppo_top_frac=1.5", "algo.vppo_top_frac"),
 ])  # fmt: skip
 def test_options_the_vlm_trainer_does_not_implement_are_one_line_errors(tiny_model_path, tmp_path, override, message):
-    with pytest.raises((ConfigError, KeyError), match=message):
-        Trainer(config(tiny_model_path, tmp_path, override), show_progress=False)
+    with pytest.raises((ConfigError, KeyError), match=message) as err:
+        Trainer(config(tiny_model_path, tmp_path, *override.split()), show_progress=False)
+    assert "\n" not in str(err.value)
 
 
 def test_dynamic_sampling_keeps_only_groups_with_signal(tiny_model_path, tmp_path, monkeypatch):

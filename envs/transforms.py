@@ -7,6 +7,11 @@ from an explicit ``numpy.random.Generator``. Invalid inputs raise a one-line ``V
 - :func:`mixup`: a dominance-preserving blend, the original always weighted ``>= 0.5``.
 - :func:`random_rotation`: a rotation by a uniform angle in ``[-max_degrees, max_degrees]``, canvas size kept.
 
+The same transforms as env config options: :data:`AUGMENTATIONS` maps the names of a VQA env's ``augment`` entries
+(``{name: rotation, p: 0.5, max_degrees: 15}``) to :class:`Augmentation` dataclasses, and :func:`parse_augment` checks a
+list of entries. The env lends each episode an :class:`AugmentContext`: its own images for mixup and distractors, and
+the largest rotation that keeps the answer in view.
+
 Example:
     >>> rng = np.random.default_rng(0)
     >>> img = np.zeros((28, 28, 3), np.uint8)
@@ -19,10 +24,14 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
+
+from mmrl.config import ConfigError, _suggest, from_dict
 
 FILLS = {"white": (255, 255, 255), "black": (0, 0, 0)}
 
@@ -60,13 +69,20 @@ def distractor_concat(image: np.ndarray, distractor: np.ndarray, axis: int = 1) 
     distractor = check_rgb(distractor, "distractor")
     if isinstance(axis, bool) or axis not in (0, 1):
         raise ValueError(f"axis must be 0 (vertical) or 1 (horizontal), got {axis!r}")
-    H, W = image.shape[:2]
-    h, w = distractor.shape[:2]
-    if axis == 1:
-        d = _resize(distractor, H, max(1, round(w * H / h)))
-    else:
-        d = _resize(distractor, max(1, round(h * W / w)), W)
+    d = _resize(distractor, *_fitted_hw(image.shape[:2], distractor.shape[:2], axis))
     return np.concatenate([image, d], axis=axis)
+
+
+def _fitted_hw(image_hw: tuple[int, int], distractor_hw: tuple[int, int], axis: int) -> tuple[int, int]:
+    """``(height, width)`` the distractor is resized to: the image's height (axis 1) or width (axis 0), aspect kept."""
+    (H, W), (h, w) = image_hw, distractor_hw
+    return (H, max(1, round(w * H / h))) if axis == 1 else (max(1, round(h * W / w)), W)
+
+
+def concat_hw(image_hw: tuple[int, int], distractor_hw: tuple[int, int], axis: int) -> tuple[int, int]:
+    """``(height, width)`` of ``distractor_concat`` of images of these sizes (to size observation spaces)."""
+    dh, dw = _fitted_hw(image_hw, distractor_hw, axis)
+    return (image_hw[0], image_hw[1] + dw) if axis == 1 else (image_hw[0] + dh, image_hw[1])
 
 
 def mixup(image: np.ndarray, other: np.ndarray, alpha: float) -> np.ndarray:
@@ -131,3 +147,146 @@ def random_rotation(image: np.ndarray, max_degrees: float, rng: np.random.Genera
         return image.copy()
     rotated = Image.fromarray(image, "RGB").rotate(angle, resample=Image.BILINEAR, expand=False, fillcolor=FILLS[fill])
     return np.asarray(rotated).copy()
+
+
+# ------------------------------------------------------------------------------------------- augmentations (env config)
+@dataclass(frozen=True)
+class AugmentContext:
+    """What an env lends the augmentations of one episode."""
+
+    draw_image: Callable[[], np.ndarray]  # another image of the env (a new scene, another row's image) [h, w, 3]
+    max_degrees: float = math.inf  # largest rotation that keeps the episode's answer in view (inf: no bound)
+
+
+@dataclass
+class Augmentation:
+    """One entry of a VQA env's ``augment`` list: a transform applied to an episode's images with probability ``p``.
+
+    Subclasses add the transform's parameters as fields, set :attr:`name` and implement :meth:`apply`.
+    """
+
+    p: float = 1.0  # probability that an episode gets this augmentation (one rng draw per episode when 0 < p < 1)
+
+    name: ClassVar[str]  # the entry's ``name`` in configs (the key in AUGMENTATIONS)
+    uses_other_image: ClassVar[bool] = False  # whether apply() asks the context for another image of the env
+
+    def check(self, where: str) -> None:
+        """Raise a one-line :class:`ConfigError` naming ``{where}.{field}`` for an out-of-range parameter."""
+        if not 0.0 <= self.p <= 1.0:
+            raise ConfigError(f"{where}.p: expected a probability in [0, 1], got {self.p}")
+
+    def applies(self, rng: np.random.Generator) -> bool:
+        """Whether this episode gets the augmentation (``p`` of 0 or 1 draws nothing, so ``p: 0`` is inert)."""
+        return self.p >= 1.0 or (self.p > 0.0 and rng.random() < self.p)
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator, context: AugmentContext) -> np.ndarray:
+        """The augmented copy of ``image`` ``[H, W, 3]``; all randomness from ``rng``."""
+        raise NotImplementedError
+
+    def note(self) -> str:
+        """The sentence put before the question when applied ("{image}": "the image" or "each image"), or ""."""
+        return ""
+
+    def output_hw(self, image_hw: tuple[int, int], other_hw: tuple[int, int]) -> tuple[int, int]:
+        """The size of the result for an image of ``image_hw`` when the env's other images are of ``other_hw``."""
+        return image_hw
+
+
+@dataclass
+class Rotation(Augmentation):
+    """:func:`random_rotation` by a uniform angle within ``max_degrees`` and the env's ``context.max_degrees``."""
+
+    max_degrees: float = 15.0  # bound on the absolute angle in degrees, 0-180 (the env may lower it per episode)
+    fill: str = "white"  # colour of the corners the rotation uncovers: white | black
+
+    name: ClassVar[str] = "rotation"
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if not 0.0 <= self.max_degrees <= 180.0:
+            raise ConfigError(f"{where}.max_degrees: expected degrees in [0, 180], got {self.max_degrees}")
+        if self.fill not in FILLS:
+            raise ConfigError(f"{where}.fill: expected one of {', '.join(FILLS)}, got '{self.fill}'")
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator, context: AugmentContext) -> np.ndarray:
+        return random_rotation(image, min(self.max_degrees, context.max_degrees), rng, self.fill)
+
+
+@dataclass
+class Mixup(Augmentation):
+    """:func:`mixup` with another env image (drawn first), the original weighted ``U(min_weight, max_weight)``."""
+
+    min_weight: float = 0.6  # lowest weight of the original; > 0.5 keeps it the stronger picture (0.5 would be a tie)
+    max_weight: float = 0.9  # highest weight of the original, <= 1
+
+    name: ClassVar[str] = "mixup"
+    uses_other_image: ClassVar[bool] = True
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if not 0.5 < self.min_weight <= 1.0:
+            raise ConfigError(
+                f"{where}.min_weight: expected a weight in (0.5, 1] (the original must dominate), got {self.min_weight}"
+            )
+        if not self.min_weight <= self.max_weight <= 1.0:
+            raise ConfigError(f"{where}.max_weight: expected a weight in [min_weight, 1], got {self.max_weight}")
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator, context: AugmentContext) -> np.ndarray:
+        other = context.draw_image()
+        return mixup(image, other, float(rng.uniform(self.min_weight, self.max_weight)))
+
+    def note(self) -> str:
+        return "A faint unrelated picture is blended into {image}; answer about the stronger picture."
+
+
+@dataclass
+class Distractor(Augmentation):
+    """:func:`distractor_concat` of another image of the env to the right of (axis 1) or below (axis 0) the original."""
+
+    axis: int = 1  # 1: the distractor on the right (resized to the image's height); 0: below (to its width)
+
+    name: ClassVar[str] = "distractor"
+    uses_other_image: ClassVar[bool] = True
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if self.axis not in (0, 1):
+            raise ConfigError(f"{where}.axis: expected 1 (right) or 0 (below), got {self.axis}")
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator, context: AugmentContext) -> np.ndarray:
+        return distractor_concat(image, context.draw_image(), self.axis)
+
+    def note(self) -> str:
+        if self.axis == 1:
+            return "An unrelated picture is appended to the right of {image}; answer about the left picture."
+        return "An unrelated picture is appended below {image}; answer about the top picture."
+
+    def output_hw(self, image_hw: tuple[int, int], other_hw: tuple[int, int]) -> tuple[int, int]:
+        return concat_hw(image_hw, other_hw, self.axis)
+
+
+AUGMENTATIONS: dict[str, type[Augmentation]] = {cls.name: cls for cls in (Rotation, Mixup, Distractor)}
+
+
+def parse_augment(entries: list[dict[str, Any]], field: str = "augment") -> list[Augmentation]:
+    """Build the :class:`Augmentation` of each ``{name, p, ...params}`` entry, in order.
+
+    Raises:
+        ConfigError: one line naming ``{field}[i]`` and the offending key: an unknown ``name`` (with a close match), an
+            unknown or mistyped parameter, or a value out of range.
+    """
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"{field}[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a mapping like {{name: rotation, p: 0.5}}, got {entry!r}")
+        params = dict(entry)
+        name = params.pop("name", None)
+        if name is None:
+            raise ConfigError(f"{where}.name: missing (known: {', '.join(AUGMENTATIONS)})")
+        if not isinstance(name, str) or name not in AUGMENTATIONS:
+            raise ConfigError(f"{where}.name: unknown augmentation '{name}'{_suggest(str(name), list(AUGMENTATIONS))}")
+        augmentation = from_dict(AUGMENTATIONS[name], params, prefix=where)
+        augmentation.check(where)
+        out.append(augmentation)
+    return out

@@ -1,6 +1,7 @@
 """What every single-turn visual-QA env shares: the step (parse the answer, score it with ``rewards``), render, spaces.
 
-A subclass builds an :class:`Episode` in ``reset`` and hands it to :meth:`VQAEnv._begin`; ``step`` does the rest.
+A subclass builds an :class:`Episode` in ``reset`` and hands it to :meth:`VQAEnv._begin`, which applies the configured
+augmentations (``augment``, see :mod:`envs.transforms`); ``step`` does the rest.
 
 Example:
     >>> env.step("<think>two and one</think><answer> 3 </answer>")[4]["success"]  # doctest: +SKIP
@@ -9,7 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +21,7 @@ import numpy as np
 from gymnasium import spaces
 
 import rewards
+from envs.transforms import Augmentation, AugmentContext, parse_augment
 from mmrl.config import ConfigError
 from rewards.extract import answer_span
 
@@ -39,15 +43,24 @@ def text_space(texts: list[str], extra_max: int = 0) -> spaces.Text:
 
 
 class RGBImage(spaces.Space[np.ndarray]):
-    """An RGB uint8 image ``[H, W, 3]`` of any height and width (datasets whose images are not resized to one size).
+    """An RGB uint8 image ``[H, W, 3]`` of any height and width (datasets whose images are not resized to one size), or
+    of one of a few sizes (``shapes``: a fixed image size widened by distractor augmentations).
 
     Example:
         >>> RGBImage().contains(np.zeros((5, 7, 3), np.uint8))
         True
+        >>> RGBImage(shapes=[(56, 56), (56, 112)]).contains(np.zeros((56, 84, 3), np.uint8))
+        False
     """
 
-    def __init__(self, max_sample_side: int = 64, seed: int | np.random.Generator | None = None) -> None:
-        self.max_sample_side = max_sample_side  # sample() draws sides in [1, max_sample_side]
+    def __init__(
+        self,
+        max_sample_side: int = 64,
+        seed: int | np.random.Generator | None = None,
+        shapes: Iterable[tuple[int, int]] | None = None,
+    ) -> None:
+        self.max_sample_side = max_sample_side  # sample() draws sides in [1, max_sample_side] when shapes is None
+        self.shapes = None if shapes is None else tuple(sorted({(int(h), int(w)) for h, w in shapes}))  # (H, W) allowed
         super().__init__(shape=None, dtype=np.uint8, seed=seed)
 
     @property
@@ -55,8 +68,11 @@ class RGBImage(spaces.Space[np.ndarray]):
         return False
 
     def sample(self, mask: Any = None, probability: Any = None) -> np.ndarray:
-        """A random-noise image of random size (``mask``/``probability`` are not supported)."""
-        h, w = (int(v) for v in self.np_random.integers(1, self.max_sample_side + 1, size=2))
+        """A random-noise image of a random allowed size (``mask``/``probability`` are not supported)."""
+        if self.shapes is not None:
+            h, w = self.shapes[int(self.np_random.integers(len(self.shapes)))]
+        else:
+            h, w = (int(v) for v in self.np_random.integers(1, self.max_sample_side + 1, size=2))
         return self.np_random.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
     def contains(self, x: Any) -> bool:
@@ -67,13 +83,14 @@ class RGBImage(spaces.Space[np.ndarray]):
             and x.shape[0] > 0
             and x.shape[1] > 0
             and x.shape[2] == 3
+            and (self.shapes is None or x.shape[:2] in self.shapes)
         )
 
     def __repr__(self) -> str:
-        return "RGBImage()"
+        return "RGBImage()" if self.shapes is None else f"RGBImage(shapes={list(self.shapes)})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RGBImage)
+        return isinstance(other, RGBImage) and self.shapes == other.shapes
 
 
 @dataclass
@@ -100,12 +117,22 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
     ``reset`` returns ``{"text", "images"}`` (images as a tuple: Gymnasium's ``Sequence`` space holds tuples); ``step``
     terminates the episode and returns an empty observation. ``step`` before ``reset`` or after termination raises
     ``gymnasium.error.ResetNeeded``.
+
+    Augmentations (``augment``: a list of :data:`envs.transforms.AUGMENTATIONS` entries) apply at reset, in list order,
+    to copies of the episode's images, with all randomness from ``np_random`` (so ``reset(seed=s)`` repeats them); the
+    names applied are in ``info["augment"]`` (a key present only when ``augment`` is not empty), and mixup and
+    distractor put a sentence before the question saying which picture it is about.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
 
     def __init__(
-        self, reward_weights: dict[str, float], render_mode: str | None, max_action_length: int, require_tags: bool = True
+        self,
+        reward_weights: dict[str, float],
+        render_mode: str | None,
+        max_action_length: int,
+        require_tags: bool = True,
+        augment: list[dict[str, Any]] | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode: '{render_mode}' is not supported (use 'rgb_array' or null)")
@@ -117,13 +144,36 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
         self.require_tags = require_tags
         self.reward_weights = dict(reward_weights)
         self._reward_fn = rewards.composite(self.reward_weights)  # unknown reward names fail here, at construction
+        self.augment: list[Augmentation] = parse_augment(augment or [])
         self.action_space = spaces.Text(max_length=max_action_length, min_length=0, charset=ACTION_CHARSET)
         self._episode: Episode | None = None
         self._done = True
 
+    # -------------------------------------------------------------------------------------------------------- spaces
+    def _text_space(self, texts: list[str]) -> spaces.Text:
+        """A ``Text`` space admitting each of ``texts``, also behind every note the configured augmentations can add."""
+        notes = [a.note().format(image="each image") for a in self.augment if a.p > 0 and a.note()]
+        notes = " ".join(dict.fromkeys(notes))  # each distinct note once, as _augmented writes them
+        return text_space([f"{notes} {t}" for t in texts] if notes else texts)
+
+    def _image_space(self, image_hw: tuple[int, int] | None) -> spaces.Space[np.ndarray]:
+        """The space of one observation image: a ``Box`` of ``image_hw`` (any size when None), widened to the sizes
+        the configured augmentations can make (their other images have the env's image size too)."""
+        if image_hw is None:
+            return RGBImage()
+        shapes = {image_hw}
+        for aug in self.augment:
+            if aug.p > 0.0:
+                grown = {aug.output_hw(hw, image_hw) for hw in shapes}
+                shapes = grown if aug.p >= 1.0 else shapes | grown
+        return spaces.Box(0, 255, (*image_hw, 3), np.uint8) if shapes == {image_hw} else RGBImage(shapes=shapes)
+
     # ------------------------------------------------------------------------------------------------------ episode
-    def _begin(self, episode: Episode) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Start ``episode``: return the reset ``(obs, info)`` with fresh copies (callers may keep them)."""
+    def _begin(self, episode: Episode, context: AugmentContext) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start ``episode`` (augmented with the help of ``context``): return the reset ``(obs, info)`` with fresh
+        copies (callers may keep them)."""
+        if self.augment:
+            episode = self._augmented(episode, context)
         self._episode = episode
         self._done = False
         obs = {"text": episode.text, "images": tuple(img.copy() for img in episode.images)}
@@ -134,6 +184,21 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
             **_copy(episode.info),
         }
         return obs, info
+
+    def _augmented(self, episode: Episode, context: AugmentContext) -> Episode:
+        """``episode`` with the augmentations applied in order to new copies of its images (an episode without images
+        draws nothing), their notes before its text and their names in ``info["augment"]``."""
+        images, applied, notes = list(episode.images), [], []
+        for aug in self.augment:
+            if not images or not aug.applies(self.np_random):
+                continue
+            images = [aug.apply(image, self.np_random, context) for image in images]
+            applied.append(aug.name)
+            if aug.note() and aug.note() not in notes:
+                notes.append(aug.note())
+        subject = "the image" if len(images) == 1 else "each image"
+        text = " ".join([note.format(image=subject) for note in notes] + [episode.text])
+        return dataclasses.replace(episode, text=text, images=images, info={**episode.info, "augment": applied})
 
     def step(self, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         """Score ``action`` (the model's raw text) and end the episode.
@@ -151,7 +216,9 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
         if not isinstance(action, str):
             raise TypeError(f"{type(self).__name__}.step() takes the model's text (str), got {type(action).__name__}")
         ep = self._episode
-        columns = {"answer": [ep.answer], "require_tags": [self.require_tags], **{k: [v] for k, v in ep.columns.items()}}
+        # what the rewards see: the ground truth, and for model judges the question and the images the policy saw
+        columns = {"answer": [ep.answer], "require_tags": [self.require_tags], "question": [ep.text],
+                   "images": [list(ep.images)], **{k: [v] for k, v in ep.columns.items()}}  # fmt: skip
         total, parts = self._reward_fn([action], **columns)
         span = answer_span(action)
         self._done = True

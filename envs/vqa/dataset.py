@@ -12,7 +12,7 @@ Schema of one row (JSON object or Parquet record):
 - ``answer_choices`` (optional list): the finite answer vocabulary, returned in ``info["answer_choices"]``.
 - any other column (``data_source``, ``image_size``, ...): passed to the reward functions as a column of the same name
   and returned in ``info`` under its name (at reset and step). The names ``success``, ``reward_parts``,
-  ``parsed_answer`` and ``row_index`` are the env's own info keys and are refused.
+  ``parsed_answer``, ``row_index`` and ``augment`` are the env's own info keys and are refused.
 
 When a row has a field under several names (``prompt`` and ``question``), the first name listed above wins; the others
 are passed to the reward functions only. A null value counts as absent (Parquet fills a row's missing columns with
@@ -24,6 +24,13 @@ Order: ``reset()`` visits rows in file order, or with ``shuffle`` in a permutati
 pass). ``reset(seed=s)`` jumps to position ``s`` of that order (so a seed names a question, as in the synthetic env) and
 later ``reset()`` calls continue from there; ``reset(options={"index": i})`` shows row ``i`` of the file without moving
 the position.
+
+Augmentation (``augment``, see :mod:`envs.transforms`): the other image of a mixup or distractor is an image of another
+row (uniform over the other rows' images), decoded afresh; with ``image_size`` set it has that size, so the observation
+space admits exactly the sizes a distractor makes. The env cannot tell which augmentations keep a row's answer: choose
+them for the data (a rotation crops the corners and can swap left and right; mixup and distractor put a note before the
+question saying which picture it is about). Their randomness comes from the env's generator: ``seed`` seeds it at
+construction and ``reset(seed=s)`` reseeds it, so the same seed shows the same row augmented the same way.
 
 Example:
     >>> env = DatasetVQAEnv(path="assets/vqa/sample.jsonl", rewards={"accuracy": 1.0})
@@ -43,9 +50,11 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import seeding
 from PIL import Image
 
-from envs.vqa.base import Episode, RGBImage, VQAEnv, image_hw, reference_solution, text_space
+from envs.transforms import AugmentContext
+from envs.vqa.base import Episode, VQAEnv, image_hw, reference_solution
 from mmrl.config import ConfigError, from_dict
 from rewards.extract import answer_span
 
@@ -54,7 +63,7 @@ logger = logging.getLogger(__name__)
 PROMPT_KEYS: tuple[str, ...] = ("prompt", "problem", "question")
 ANSWER_KEYS: tuple[str, ...] = ("answer", "solution")
 IMAGE_KEYS: tuple[str, ...] = ("images", "image")
-RESERVED_INFO: frozenset[str] = frozenset({"success", "reward_parts", "parsed_answer", "row_index"})
+RESERVED_INFO: frozenset[str] = frozenset({"success", "reward_parts", "parsed_answer", "row_index", "augment"})
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -67,7 +76,7 @@ class DatasetError(ConfigError):
 class DatasetVQAConfig:
     path: str = ""  # JSONL (.jsonl/.ndjson/.json) or Parquet (.parquet) file of {prompt, images, answer} rows
     shuffle: bool = False  # visit rows in a seeded permutation (a fresh one each pass) instead of file order
-    seed: int = 0  # seed of the shuffle permutation
+    seed: int = 0  # seed of the shuffle permutation and of the env's generator (augmentations) at construction
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})  # reward name -> weight (rewards.get)
     prompt_suffix: str = " Answer with <answer>...</answer>."  # format instruction appended to every prompt ("" = none)
     max_rows: int | None = None  # keep only the first max_rows rows of the file (None = all)
@@ -75,6 +84,7 @@ class DatasetVQAConfig:
     max_action_length: int = 1024  # action_space max length in characters (longer text is still accepted by step)
     require_tags: bool = True  # answers count only inside <answer></answer> (the prompt asks for them); a reward column
     render_mode: str | None = "rgb_array"  # rgb_array (render() returns the current first image) | null
+    augment: list[dict[str, Any]] = field(default_factory=list)  # [{name, p, ...}] applied at reset, in order
 
 
 @dataclass
@@ -224,14 +234,23 @@ class DatasetVQAEnv(VQAEnv):
         if not self.rows:
             raise DatasetError(f"{self.path}: no rows")
         logger.info("loaded %d VQA rows from %s", len(self.rows), self.path)
-        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags)
-        image_space = RGBImage() if self.image_hw is None else spaces.Box(0, 255, (*self.image_hw, 3), np.uint8)
+        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags, cfg.augment)
+        # images of all rows, row by row: row i owns image numbers _image_start[i] to _image_start[i + 1] - 1
+        self._image_start = np.cumsum([0] + [len(r.images) for r in self.rows])
+        rows_with_images = sum(bool(r.images) for r in self.rows)
+        for i, aug in enumerate(self.augment):
+            if aug.uses_other_image and rows_with_images < 2:
+                raise ConfigError(
+                    f"augment[{i}].name: {aug.name} needs images of other rows; {self.path} has images in "
+                    f"{rows_with_images} row(s)"
+                )
         self.observation_space = spaces.Dict(
             {
-                "text": text_space([r.prompt + cfg.prompt_suffix for r in self.rows]),
-                "images": spaces.Sequence(image_space),
+                "text": self._text_space([r.prompt + cfg.prompt_suffix for r in self.rows]),
+                "images": spaces.Sequence(self._image_space(self.image_hw)),
             }
         )
+        self._np_random, self._np_random_seed = seeding.np_random(cfg.seed)
         self._position = 0  # next position in the (possibly shuffled) visiting order; grows past num_rows
         self._perm_epoch, self._perm = -1, np.arange(0)
 
@@ -276,7 +295,16 @@ class DatasetVQAEnv(VQAEnv):
             columns=row.columns,
             info={**row.info, "row_index": int(index)},
         )
-        return self._begin(episode)
+        return self._begin(episode, AugmentContext(draw_image=lambda: self._other_image(int(index))))
+
+    def _other_image(self, index: int) -> np.ndarray:
+        """An image of a row other than ``index``, uniform over those rows' images, decoded afresh."""
+        start, stop = self._image_start[index], self._image_start[index + 1]
+        k = int(self.np_random.integers(self._image_start[-1] - (stop - start)))
+        k += (stop - start) if k >= start else 0  # skip the images of row ``index``
+        row = int(np.searchsorted(self._image_start, k, side="right")) - 1
+        i = k - int(self._image_start[row])
+        return self._load_image(self.rows[row].images[i], self.rows[row].where, i)
 
     def _load_image(self, ref: Path | bytes, where: str, i: int) -> np.ndarray:
         """Decode one image to RGB uint8 ``[H, W, 3]`` (resized to ``image_size`` when set)."""

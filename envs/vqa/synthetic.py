@@ -25,6 +25,23 @@ assigned to a split by one bit of the SHA-256 of its content (image size, shapes
 redraws until the scene belongs to the configured ``split``. So no image ever appears in both streams, whatever seeds
 either side uses (stronger than disjoint seed ranges, which could still collide on identical scenes).
 
+Augmentation (``augment``, see :mod:`envs.transforms`): the other image of a mixup or distractor is another scene drawn
+from the env's generator for the same task and split (so no eval scene reaches a training image). Only augmentations
+that keep the task's answer are accepted (:data:`TASK_AUGMENTS`, ``mixed``: what all three allow; others are a
+ConfigError naming the entry):
+
+- ``rotation``: count and color, not position (it can swap left/right and above/below). The angle bound shrinks per
+  scene to :func:`rotation_limit`, so every shape stays whole (the rotation crops the corners, and shapes can sit 1 px
+  from the border); the fill must be white, the background (black corners would read as shapes); at most one rotation,
+  before any distractor (rotating the concatenation would swing the distractor into the scene).
+- ``mixup``: count and position, not color (a faint shape under the one asked about shifts its hue: a blue square
+  over a faint green one turns teal). The prompt then says to answer about the stronger picture, and ``min_weight``
+  must be at least :data:`MIXUP_MIN_WEIGHT`: every pixel of the scene's shapes then stays darker than any pixel of the
+  faint scene, so the shapes keep their exact silhouettes (kind, number, place) under one threshold.
+- ``distractor``: every task. The scene's pixels stay unchanged, beside (axis 1) or above (axis 0) the other scene, and
+  the prompt says to answer about the left (top) picture. The image is then ``[H, 2W]`` (``[2H, W]``): the observation
+  space admits exactly the sizes the configured distractors can make.
+
 Example:
     >>> env = SyntheticVQAEnv(task="count", image_size=56, rewards={"accuracy": 1.0})
     >>> obs, info = env.reset(seed=0)
@@ -47,7 +64,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
-from envs.vqa.base import Episode, VQAEnv, image_hw, reference_solution, text_space
+from envs.transforms import AugmentContext, Mixup, Rotation
+from envs.vqa.base import Episode, VQAEnv, image_hw, reference_solution
 from envs.vqa.render import (
     GRID_CELL,
     KINDS,
@@ -68,6 +86,15 @@ TASKS: tuple[str, ...] = ("count", "color", "position")
 SPLITS: tuple[str, ...] = ("train", "eval")
 # {hint} per task in the prompt template: a placeholder showing what goes inside <answer></answer>.
 HINTS: dict[str, str] = {"count": "N", "color": "colour", "position": "direction"}
+# Augmentations that keep each task's answer (why: the module docstring).
+TASK_AUGMENTS: dict[str, frozenset[str]] = {
+    "count": frozenset({"rotation", "mixup", "distractor"}),
+    "color": frozenset({"rotation", "distractor"}),
+    "position": frozenset({"mixup", "distractor"}),
+}
+# Lowest mixup weight of the scene: above 255 / 435 = 0.586, a shape pixel (darkest channel <= 60 + jitter 15 = 75)
+# mixed with white stays darker than white mixed with anything: w * 75 + (1 - w) * 255 < w * 255.
+MIXUP_MIN_WEIGHT = 0.6
 
 
 @dataclass
@@ -86,6 +113,7 @@ class SyntheticVQAConfig:
     max_action_length: int = 1024  # action_space max length in characters (longer text is still accepted by step)
     require_tags: bool = True  # answers count only inside <answer></answer> (the prompt asks for them); a reward column
     render_mode: str | None = "rgb_array"  # rgb_array (render() returns the current image) | null
+    augment: list[dict[str, Any]] = field(default_factory=list)  # [{name, p, ...}] applied at reset, in order
 
 
 @dataclass(frozen=True)
@@ -118,6 +146,30 @@ def scene_split(shapes: list[Shape], height: int, width: int) -> str:
     """The split ("train" or "eval") a scene belongs to: one bit of the SHA-256 of its canonical content."""
     key = repr((height, width, sorted((s.kind, s.color, s.rgb, s.box) for s in shapes)))
     return "eval" if hashlib.sha256(key.encode()).digest()[0] & 1 else "train"
+
+
+def rotation_limit(
+    boxes: list[tuple[int, int, int, int]], height: int, width: int, max_degrees: float = 180.0, step: float = 0.1
+) -> float:
+    """The largest angle (``max_degrees`` or a multiple of ``step`` degrees below it) such that rotating the image about
+    its centre by any angle in ``[-limit, limit]`` keeps every inclusive box ``(x0, y0, x1, y1)`` 1 px inside the image.
+
+    ``random_rotation`` keeps the canvas and crops what leaves it, and layouts put shapes 1 px from the border: bounding
+    the angle per scene keeps every shape whole (scenes of central shapes rotate further than crowded ones).
+    """
+    corners = np.array([(x, y) for x0, y0, x1, y1 in boxes for x in (x0, x1 + 1) for y in (y0, y1 + 1)], float)
+    corners -= (width / 2.0, height / 2.0)  # [4n, 2] relative to the centre of rotation
+    degrees = np.minimum(np.arange(1, math.ceil(max_degrees / step) + 1) * step, max_degrees)  # [A]: step, ..., max
+    rad = np.radians(degrees)[:, None]  # [A, 1]
+    inside = np.ones(len(degrees), bool)  # [A]
+    for sign in (1.0, -1.0):
+        x = corners[:, 0] * np.cos(rad) - sign * corners[:, 1] * np.sin(rad)  # [A, 4n]
+        y = sign * corners[:, 0] * np.sin(rad) + corners[:, 1] * np.cos(rad)
+        inside &= ((np.abs(x) <= width / 2.0 - 1) & (np.abs(y) <= height / 2.0 - 1)).all(axis=1)
+    outside = np.flatnonzero(~inside)
+    if outside.size == 0:
+        return float(max_degrees)
+    return float(degrees[outside[0] - 1]) if outside[0] > 0 else 0.0
 
 
 class SyntheticVQAEnv(VQAEnv):
@@ -159,11 +211,12 @@ class SyntheticVQAEnv(VQAEnv):
         if cfg.layout == "grid" and cells < needed:
             raise ConfigError(f"layout: grid has {cells} cells of {GRID_CELL} px, too few for max_count={cfg.max_count}")
         prompts = [self._format(*q) for q in self._all_questions()]  # also validates prompt_template
-        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags)
+        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags, cfg.augment)
+        self._check_augment()
         self.observation_space = spaces.Dict(
             {
-                "text": text_space(prompts),
-                "images": spaces.Sequence(spaces.Box(0, 255, (self.height, self.width, 3), np.uint8)),
+                "text": self._text_space(prompts),
+                "images": spaces.Sequence(self._image_space((self.height, self.width))),
             }
         )
         if cfg.seed is not None:
@@ -183,11 +236,10 @@ class SyntheticVQAEnv(VQAEnv):
             task = self.config.task if self.config.task != "mixed" else TASKS[int(self.np_random.integers(len(TASKS)))]
         if task not in TASKS:
             raise ValueError(f"reset(options=...): unknown task '{task}' (known: {', '.join(TASKS)})")
-        while True:  # redraw until the scene falls in this env's split (about 2 draws on average)
-            q = self._sample(task)
-            if scene_split(q.shapes, self.height, self.width) == self.config.split:
-                break
-        image = draw_scene(q.shapes, self.height, self.width)
+        refused = [aug.name for aug in self.augment if aug.name not in TASK_AUGMENTS[task]]
+        if refused:
+            raise ValueError(f"reset(options=...): task '{task}' does not allow the augmentation '{refused[0]}'")
+        q, image = self._draw(task)
         objects = [{"kind": s.kind, "color": s.color, "box": list(s.box)} for s in q.shapes]
         episode = Episode(
             text=self._format(q.question, HINTS[task], q.choices),
@@ -198,7 +250,41 @@ class SyntheticVQAEnv(VQAEnv):
             columns={"task": task, "question": q.question, "answer_choices": list(q.choices)},
             info={"task": task, "question": q.question, "objects": objects},
         )
-        return self._begin(episode)
+        rotation = next((aug for aug in self.augment if isinstance(aug, Rotation) and aug.p > 0), None)  # at most one
+        boxes = [s.box for s in q.shapes]
+        limit = math.inf if rotation is None else rotation_limit(boxes, self.height, self.width, rotation.max_degrees)
+        return self._begin(episode, AugmentContext(draw_image=lambda: self._draw(task)[1], max_degrees=limit))
+
+    def _draw(self, task: str) -> tuple[_Question, np.ndarray]:
+        """A question of ``task`` whose scene belongs to this env's split, and the scene's image ``[H, W, 3]``."""
+        while True:  # redraw until the scene falls in this env's split (about 2 draws on average)
+            q = self._sample(task)
+            if scene_split(q.shapes, self.height, self.width) == self.config.split:
+                return q, draw_scene(q.shapes, self.height, self.width)
+
+    def _check_augment(self) -> None:
+        """Refuse augmentations that can change an answer of this config's task(s) (rules in the module docstring)."""
+        tasks = TASKS if self.config.task == "mixed" else (self.config.task,)
+        names = [aug.name for aug in self.augment]
+        for i, aug in enumerate(self.augment):
+            where = f"augment[{i}]"
+            refused = [t for t in tasks if aug.name not in TASK_AUGMENTS[t]]
+            if refused:
+                allowed = ", ".join(sorted(TASK_AUGMENTS[refused[0]]))
+                raise ConfigError(
+                    f"{where}.name: {aug.name} can change the answer of the {refused[0]} task (allowed: {allowed})"
+                )
+            if isinstance(aug, Rotation) and aug.fill != "white":
+                raise ConfigError(f"{where}.fill: the scenes' background is white; other corners would read as shapes")
+            if isinstance(aug, Rotation) and "rotation" in names[:i]:
+                raise ConfigError(f"{where}.name: at most one rotation (a second could turn shapes out of the image)")
+            if isinstance(aug, Rotation) and "distractor" in names[:i]:
+                raise ConfigError(f"{where}.name: rotation must come before distractor, or it swings it into the scene")
+            if isinstance(aug, Mixup) and aug.min_weight < MIXUP_MIN_WEIGHT:
+                raise ConfigError(
+                    f"{where}.min_weight: at least {MIXUP_MIN_WEIGHT} here, so the scene's shapes stay the darkest "
+                    f"pixels, got {aug.min_weight}"
+                )
 
     # ------------------------------------------------------------------------------------------------------ prompts
     def _format(self, question: str, hint: str, choices: list[str]) -> str:

@@ -84,11 +84,16 @@ def test_image_paths_are_relative_to_the_data_file(data_dir, tmp_path, monkeypat
 
 def test_extra_columns_reach_rewards_and_info(test_rewards, seen_columns):
     env = DatasetVQAEnv(path=str(JSONL), rewards={**test_rewards, "test_columns": 0.0})
-    _, info = env.reset(options={"index": 0})
+    obs, info = env.reset(options={"index": 0})
     assert info["data_source"] == "shapes" and info["image_size"] == [56, 56] and info["row_index"] == 0
     _, _, _, _, step_info = env.step(info["solution"])
     assert step_info["data_source"] == "shapes" and step_info["image_size"] == [56, 56]
-    assert seen_columns[-1] == {"answer": ["3"], "require_tags": [True], "data_source": ["shapes"], "image_size": [[56, 56]]}
+    cols = dict(seen_columns[-1])
+    # model judges get the question and the images the policy saw
+    assert cols.pop("question") == [obs["text"]]
+    [images] = cols.pop("images")
+    assert len(images) == len(obs["images"]) and all(np.array_equal(a, b) for a, b in zip(images, obs["images"]))
+    assert cols == {"answer": ["3"], "require_tags": [True], "data_source": ["shapes"], "image_size": [[56, 56]]}
     env.reset(options={"index": 5})
     env.step("")
     assert seen_columns[-1]["answer_choices"] == [["red", "green", "blue", "yellow"]]

@@ -119,6 +119,20 @@ class TrainConfig:
 
 
 @dataclass
+class JudgeConfig:
+    kind: str = "generative"  # generative: a VLM grades each answer (rewards.judges.GenerativeJudge) | process: a VLM scores each reasoning step (ProcessRewardJudge + VLMStepScorer)
+    path: str = ""  # local checkpoint directory of the judge model (loaded like model.path; never fetched)
+    mode: str = "score"  # generative: score (a 0-10 grade, normalised to [0, 1]) | compare (1 if the judge says "same" as the reference)
+    max_new_tokens: int = 64  # generative: the judge's reply budget
+    batch_size: int = 8  # generative: prompts per judge generate call
+    aggregate: str = "min"  # process: how step scores become the reward: min | mean | last | product
+    step_tag: str = "\n"  # process: the tag appended after each step, whose next-token logits give the step score
+    good: str = "+"  # process: the token meaning "this step is correct"
+    bad: str = "-"  # process: the token meaning "this step is wrong"
+    device: str = "auto"  # device of the judge model
+
+
+@dataclass
 class RunConfig:
     name: str = "run"  # run name: outputs go to <train.output_dir>/<name>
     seed: int = 0  # global seed (torch, numpy, python, env seeds)
@@ -126,6 +140,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})  # reward name -> weight (rewards registry)
+    judges: dict[str, JudgeConfig] = field(default_factory=dict)  # model-based rewards registered under these names before the envs are built (then usable in `rewards`)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)

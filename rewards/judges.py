@@ -522,8 +522,13 @@ def register_judge(
     """Register ``judge`` (any ``judge(completions, **columns) -> list[float]``) as the reward ``name``.
 
     Values outside ``bounds`` or non-finite become ``bounds[0]`` (the minimum), so the documented range always holds.
+    A judge registered earlier under ``name`` is replaced (each run registers its own); a built-in reward is not.
     Returns the registered reward function.
     """
+    from rewards.registry import _REGISTRY
+
+    if name in _REGISTRY and not getattr(_REGISTRY[name], "is_judge", False):
+        raise ValueError(f"judge name '{name}' is taken by a built-in reward; choose another name")
     lo, hi = float(bounds[0]), float(bounds[1])
 
     def reward(completions: list[Any], **columns: Any) -> list[float]:
@@ -531,4 +536,5 @@ def register_judge(
 
     reward.__name__ = name
     reward.__doc__ = f"Model-based reward '{name}' ({type(judge).__name__}). Range [{lo:g}, {hi:g}]."
-    return register(name, (lo, hi))(reward)
+    reward.is_judge = True  # type: ignore[attr-defined]
+    return register(name, (lo, hi), replace=True)(reward)

@@ -20,17 +20,19 @@ _REGISTRY: dict[str, RewardFn] = {}
 RANGES: dict[str, tuple[float, float]] = {}
 
 
-def register(name: str, bounds: tuple[float, float] | None = None) -> Callable[[RewardFn], RewardFn]:
+def register(
+    name: str, bounds: tuple[float, float] | None = None, replace: bool = False
+) -> Callable[[RewardFn], RewardFn]:
     """Decorator registering ``fn`` under ``name`` with its documented range ``bounds = (lo, hi)`` (kept in ``RANGES``).
 
-    A second function under the same name is an error.
+    A second function under the same name is an error unless ``replace`` (model judges, re-registered per run).
     """
 
     if bounds is not None and not (math.isfinite(bounds[0]) and math.isfinite(bounds[1]) and bounds[0] <= bounds[1]):
         raise ValueError(f"reward '{name}': bounds must be finite with lo <= hi, got {bounds}")
 
     def deco(fn: RewardFn) -> RewardFn:
-        if name in _REGISTRY and _REGISTRY[name] is not fn:
+        if name in _REGISTRY and _REGISTRY[name] is not fn and not replace:
             raise ValueError(f"reward '{name}' is already registered")
         _REGISTRY[name] = fn
         if bounds is not None:

@@ -90,6 +90,31 @@ def check_vlm_algo(cfg: RunConfig) -> None:
         raise ConfigError(f"algo.vppo_mask_prob: expected a probability in [0, 1], got {a.vppo_mask_prob}")
 
 
+def register_judges(cfg: RunConfig) -> None:
+    """Load every configured judge model and register it as a reward under its name (:mod:`rewards.judges`), so that
+    ``rewards: {name: weight}`` can use it. A judge sees the question, the images and the reference of each episode."""
+    from pathlib import Path
+
+    from rewards.judges import GenerativeJudge, ProcessRewardJudge, VLMStepScorer, register_judge
+
+    for name, j in cfg.judges.items():
+        where = f"judges.{name}"
+        if j.kind not in ("generative", "process"):
+            raise ConfigError(f"{where}.kind: expected generative or process, got '{j.kind}'")
+        if not (Path(j.path) / "config.json").exists():
+            raise ConfigError(f"{where}.path: no local checkpoint at '{j.path}' (mmrl never downloads a judge)")
+        policy = load_policy(j.path, cfg.model.dtype, j.device)
+        policy.model.requires_grad_(False).eval()
+        try:
+            if j.kind == "generative":
+                judge = GenerativeJudge(policy, mode=j.mode, max_new_tokens=j.max_new_tokens, batch_size=j.batch_size)
+            else:
+                judge = ProcessRewardJudge(VLMStepScorer(policy, j.step_tag, j.good, j.bad), aggregate=j.aggregate)
+            register_judge(name, judge)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+
 class Trainer:
     """Runs one :class:`~mmrl.config.RunConfig` end to end, writing everything under ``cfg.run_dir``."""
 
@@ -116,6 +141,7 @@ class Trainer:
             ref_path = self.run_dir / "reference" if resume_from and (self.run_dir / "reference").exists() else m.path
             self.ref_policy = load_policy(ref_path, m.dtype, m.device, m.min_pixels, m.max_pixels, cfg.rollout.temperature)
             self.ref_policy.model.requires_grad_(False).eval()
+        register_judges(cfg)  # before any env is built: envs resolve reward names at construction
         env_kwargs = {**cfg.env.kwargs, "rewards": dict(cfg.rewards)}
         eval_kwargs = {**env_kwargs, **cfg.env.eval_kwargs}
         self.collector = Collector(self.policy, lambda: envs.make(cfg.env.id, **env_kwargs), cfg.env.max_turns,

@@ -454,5 +454,9 @@ def test_register_judge_in_registry_and_composite(registered) -> None:
     assert total == pytest.approx([1.7, 0.7]) and parts["_test_judge"] == [0.7, 0.7]
     register_judge("_test_bad_judge", lambda completions, **kw: [math.nan, 2.0, -1.0, 0.5])
     assert rewards.get("_test_bad_judge")(["a"] * 4) == [0.0, 0.0, 0.0, 0.5]  # out of bounds -> the minimum
-    with pytest.raises(ValueError, match="already registered"):
-        register_judge("_test_judge", GenerativeJudge(ScriptedEngine([""])))
+    # a later run's judge replaces an earlier judge of the same name; built-in rewards cannot be shadowed
+    again = register_judge("_test_judge", GenerativeJudge(ScriptedEngine(["<score>2</score>"])))
+    assert rewards.get("_test_judge") is again and again(["<answer>3</answer>"]) == [0.2]
+    with pytest.raises(ValueError, match="taken by a built-in reward"):
+        register_judge("accuracy", GenerativeJudge(ScriptedEngine([""])))
+    assert rewards.get("accuracy").__name__ == "accuracy"

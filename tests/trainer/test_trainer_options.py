@@ -92,3 +92,34 @@ def test_zero_std_fraction_counts_flat_groups():
     # group 0 flat, group 1 varied, group 2 a singleton (flat): 2 of 3 groups carry no signal
     rewards, groups = torch.tensor([1.0, 1.0, 0.0, 1.0, 5.0]), torch.tensor([7, 7, 3, 3, 9])
     assert zero_std_fraction(rewards, groups) == pytest.approx(2 / 3)
+
+
+def test_judges_from_the_config_score_episodes(tiny_model_path, tmp_path):
+    """A generative and a process judge declared in YAML become rewards of the run (here the tiny VLM judges itself)."""
+    cfg = config(tiny_model_path, tmp_path, "rewards={accuracy: 1.0, grader: 0.5, prm: 0.25}",
+                 f"judges={{grader: {{path: {tiny_model_path}, max_new_tokens: 4}}, "
+                 f"prm: {{kind: process, path: {tiny_model_path}, aggregate: mean}}}}")  # fmt: skip
+    trainer = Trainer(cfg, show_progress=False)
+    trajs = trainer.collect()
+    parts = [t.info["reward_parts"] for t in trajs]
+    assert all(set(p) == {"accuracy", "grader", "prm"} for p in parts)
+    # the untrained judge never writes a parseable score: the generative judge gives its minimum
+    assert all(p["grader"] == 0.0 for p in parts)
+    # the process judge reads p(+) / (p(+) + p(-)) after each step: strictly inside (0, 1) for any real logits
+    prm = [p["prm"] for t, p in zip(trajs, parts) if t.turns[0].response_text.strip()]
+    assert prm and all(0.0 < v < 1.0 for v in prm)
+    for t, p in zip(trajs, parts):
+        assert t.reward == pytest.approx(p["accuracy"] + 0.5 * p["grader"] + 0.25 * p["prm"])
+
+
+@pytest.mark.parametrize("judges, message", [
+    ("{j: {kind: oracle, path: PATH}}", "judges.j.kind"),
+    ("{j: {path: /nonexistent}}", "judges.j.path"),
+    ("{j: {path: PATH, mode: vibes}}", "judges.j: mode must be"),
+    ("{accuracy: {path: PATH}}", "taken by a built-in reward"),
+])  # fmt: skip
+def test_bad_judge_configs_are_one_line_errors(tiny_model_path, tmp_path, judges, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        Trainer(config(tiny_model_path, tmp_path, "judges=" + judges.replace("PATH", str(tiny_model_path))),
+                show_progress=False)  # fmt: skip
+    assert "\n" not in str(err.value)

@@ -171,14 +171,18 @@ class VLMPolicy:
         inputs = {"input_ids": ids.cpu(), "attention_mask": att.cpu(), "vision": list(vision)}
         return inputs, lm[:, 1:].cpu()  # [B, T-1]
 
-    def forward_logits(self, model_inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``[B, T-1, V]`` (temperature applied) predicting tokens 1..T-1, and those target ids ``[B, T-1]``."""
+    def forward_logits(self, model_inputs: dict[str, Any], start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[B, T-1-start, V]`` (temperature applied) predicting tokens ``start+1..T-1``, and those target ids.
+
+        ``start`` skips the LM head on the positions before it (``logits_to_keep``): with a real vocabulary (~150k) the
+        logits of long image prompts would otherwise dominate memory.
+        """
         ids = model_inputs["input_ids"].to(self.device)
         att = model_inputs["attention_mask"].to(self.device)
         vision = self._vision_kwargs(model_inputs["vision"], ids)
-        out = self.model(input_ids=ids, attention_mask=att, **vision, use_cache=False)
-        logits = out.logits[:, :-1].float() / max(self.temperature, 1e-6)  # [B, T-1, V]
-        return logits, ids[:, 1:]
+        out = self.model(input_ids=ids, attention_mask=att, **vision, use_cache=False, logits_to_keep=ids.shape[1] - start)
+        logits = out.logits[:, :-1].float() / max(self.temperature, 1e-6)  # [B, T-1-start, V]
+        return logits, ids[:, start + 1 :]
 
     def value(self, batch: Batch | dict[str, Any]) -> torch.Tensor:
         """Critic values ``[B, L]`` with grad, aligned with ``log_prob``: position ``t`` is ``V`` of the context that
@@ -191,18 +195,24 @@ class VLMPolicy:
         return self.critic(input_ids=ids, attention_mask=att, **self._vision_kwargs(inputs["vision"], ids))[:, :-1]
 
     def log_prob(self, batch: Batch | dict[str, Any], with_entropy: bool = False):
-        """Per-token log-probs with grad: ``(logp [B, L], mask [B, L])`` (+ ``entropy [B, L]`` when asked)."""
+        """Per-token log-probs with grad: ``(logp [B, L], mask [B, L])`` (+ ``entropy [B, L]`` when asked).
+
+        For a :class:`Batch`, logits are computed only from the first masked column on (the shared prompt is never
+        scored); earlier positions read 0. For bare model inputs every position is scored.
+        """
         inputs = batch.model_inputs if isinstance(batch, Batch) else batch
-        logits, targets = self.forward_logits(inputs)
-        # log p(target) = logit - logsumexp(logits): avoids materialising a second [B, L, V] tensor.
-        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # [B, L]
         mask = batch.mask if isinstance(batch, Batch) else inputs["attention_mask"][:, 1:].float()
+        scored = mask.bool().any(0).nonzero()
+        start = int(scored[0]) if isinstance(batch, Batch) and len(scored) else 0
+        logits, targets = self.forward_logits(inputs, start)  # [B, L - start, V]
+        # log p(target) = logit - logsumexp(logits): avoids materialising a second [B, L, V] tensor.
+        lse = torch.logsumexp(logits, dim=-1)
+        logp = F.pad(logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse, (start, 0))  # [B, L]
         mask = mask.to(logp.device)
         if not with_entropy:
             return logp, mask
-        p = F.softmax(logits, dim=-1)
-        entropy = torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)  # [B, L]
-        return logp, mask, entropy
+        entropy = lse - (F.softmax(logits, dim=-1) * logits).sum(-1)
+        return logp, mask, F.pad(entropy, (start, 0))  # [B, L]
 
     # ------------------------------------------------------------------------------------------------------- batching
     def collate(self, trajectories: list[Trajectory]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:

@@ -158,3 +158,25 @@ def test_image_tokens_get_2d_multimodal_rope_positions(tiny_policy):
     valid = att[:, 1:].bool()
     assert torch.allclose(logits.detach()[valid], ref[valid], atol=1e-5)
     assert not torch.allclose(logits.detach()[valid], one_d[valid], atol=1e-3)  # the 2-D positions matter
+
+
+def test_log_prob_scores_only_from_the_first_response_column(tiny_policy):
+    """With a Batch, the LM head runs on positions from the first masked column only; values equal a full pass."""
+    _, trajs = _two_turn_trajectories(tiny_policy, SamplingParams(temperature=1.0, max_new_tokens=5))
+    inputs, mask, old = tiny_policy.collate(trajs)
+    B = len(trajs)
+    batch = Batch(inputs, mask, old, torch.zeros(B), torch.zeros(B), torch.zeros(B).long())
+    head_rows = []
+    hook = tiny_policy.model.lm_head.register_forward_hook(lambda m, a, out: head_rows.append(out.shape[1]))
+    try:
+        logp, m, ent = tiny_policy.log_prob(batch, with_entropy=True)
+        full_logp, _, full_ent = tiny_policy.log_prob(inputs, with_entropy=True)  # bare inputs: every position
+    finally:
+        hook.remove()
+    first = int(mask.bool().any(0).nonzero()[0])  # the first column any response token sits in
+    T = inputs["input_ids"].shape[1]
+    assert first > 0 and head_rows == [T - first, T]
+    valid = m.bool()
+    torch.testing.assert_close(logp[valid], full_logp[valid], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent[valid], full_ent[valid], atol=1e-5, rtol=1e-5)
+    assert (logp[:, :first] == 0).all() and logp.shape == full_logp.shape == mask.shape

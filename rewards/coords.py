@@ -12,7 +12,8 @@ convention the *completion* uses:
 ``normalized``  normalised to [0, 1]: ``x_orig = x * W``
 ==============  =======================================================================================================
 
-Every convention except ``pixel`` needs the ``image_size`` column ``[W, H]`` (original pixels); its absence is a one-line
+Every convention except ``pixel`` needs the image size ``[W, H]`` (original pixels): the ``image_size`` column, else the
+size of the row's first image in the ``images`` column (what the envs pass); its absence is a one-line
 ``ValueError`` naming the column (a dataset/config bug, not model text). Coordinates are flat sequences
 ``(x, y)`` or ``(x1, y1, x2, y2)``: even indices are x, odd indices are y.
 
@@ -123,8 +124,21 @@ class Frame:
         return tuple(float(v) / (sx if i % 2 == 0 else sy) for i, v in enumerate(coords))
 
 
+def image_size_of(images: Any) -> tuple[float, float] | None:
+    """``(W, H)`` of the first image of an ``images`` column entry (arrays ``[H, W, C]`` or PIL images), else None."""
+    first = images[0] if isinstance(images, (list, tuple)) and images else images
+    shape = getattr(first, "shape", None)
+    if shape is not None and len(shape) == 3 and shape[0] > 0 and shape[1] > 0:
+        return float(shape[1]), float(shape[0])
+    size = getattr(first, "size", None)  # PIL: (W, H)
+    if isinstance(size, tuple) and len(size) == 2 and size[0] > 0 and size[1] > 0:
+        return float(size[0]), float(size[1])
+    return None
+
+
 def frame_from_row(row: Mapping[str, Any]) -> Frame:
-    """The ``Frame`` for one row of columns: ``coordinate_convention``, ``image_size``, ``min_pixels``, ``max_pixels``."""
+    """The ``Frame`` for one row of columns: ``coordinate_convention``, ``image_size`` (else the first image's size from
+    ``images``), ``min_pixels``, ``max_pixels``."""
     convention = row.get("coordinate_convention") or "pixel"
     if not isinstance(convention, str):
         raise ValueError(f"column 'coordinate_convention': expected a string, got {convention!r:.80}")
@@ -132,7 +146,7 @@ def frame_from_row(row: Mapping[str, Any]) -> Frame:
     max_pixels = row.get("max_pixels")
     return Frame(
         convention.strip().lower(),
-        parse_image_size(row.get("image_size")),
+        parse_image_size(row.get("image_size")) or image_size_of(row.get("images")),
         DEFAULT_MIN_PIXELS if min_pixels is None else int(min_pixels),
         DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels),
     )

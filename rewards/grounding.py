@@ -4,7 +4,8 @@ Columns:
     answer                 ground truth in ORIGINAL image pixels: a box ``[x1, y1, x2, y2]`` or point ``[x, y]`` (a list,
                            a JSON string, or ``{"bbox_2d": [...]}`` / ``{"point_2d": [...]}``); ``detection`` takes a list
                            of boxes or of ``{"bbox_2d": [...], "label": ...}``.
-    image_size             optional ``[W, H]`` of the original image (required by ``box_size`` and by non-pixel conventions).
+    image_size             optional ``[W, H]`` of the original image (required by ``box_size`` and by non-pixel conventions);
+                           without it, the size of the first image of the ``images`` column (what the envs pass).
     coordinate_convention  optional convention of the *completion*: pixel (default) | qwen2_5_vl | qwen2_vl | qwen3_vl |
                            normalized; conversion lives in ``rewards.coords`` only. ``min_pixels``/``max_pixels`` for qwen2_5_vl.
     click_radius           optional radius in original pixels, used when the ground truth is a point (``hit``).
@@ -43,7 +44,7 @@ FULL_IMAGE_FRACTION = 0.8  # hit/gaussian_point: a predicted box covering >= 80%
 DEFAULT_CLICK_RADIUS_FRACTION = 0.05  # gt point: default radius = 5% of max(W, H) when image_size is known ...
 DEFAULT_CLICK_RADIUS_PX = 28.0  # ... else 28 px (one Qwen 28x28 merged patch)
 DETECTION_IOU = 0.5  # Visual-RFT match threshold (strictly greater)
-ROW_COLUMNS = ("coordinate_convention", "image_size", "min_pixels", "max_pixels", "click_radius", "require_tags")
+ROW_COLUMNS = ("coordinate_convention", "image_size", "images", "min_pixels", "max_pixels", "click_radius", "require_tags")
 
 
 # --------------------------------------------------------------------------------------------------------------------

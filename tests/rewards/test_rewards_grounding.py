@@ -135,6 +135,24 @@ def test_full_image_box_gets_no_hit() -> None:
     assert score("hit", box([0, 0, W, H]), [5, 5, W - 5, H - 5]) == 1.0
 
 
+def test_image_size_comes_from_the_images_column_when_absent() -> None:
+    """Envs pass the images the policy saw; with no image_size column the full-image hack is still caught."""
+    from PIL import Image
+
+    gt = [280, 200, 360, 280]
+    hit = rewards.get("hit")
+    assert hit([box([0, 0, W, H])], answer=[gt]) == [1.0]  # no size known: the centre is all there is to check
+    for image in (np.zeros((H, W, 3), np.uint8), Image.new("RGB", (W, H))):
+        assert hit([box([0, 0, W, H])], answer=[gt], images=[[image]]) == [0.0]
+        assert hit([box([300, 220, 340, 260])], answer=[gt], images=[[image]]) == [1.0]
+    # a normalised convention maps through the image's size too, and an explicit image_size wins
+    norm = rewards.get("iou")
+    assert norm([box([0.4375, 0.4167, 0.5625, 0.5833])], answer=[gt], coordinate_convention=["normalized"],
+                images=[[np.zeros((H, W, 3), np.uint8)]])[0] == pytest.approx(1.0, abs=1e-3)  # fmt: skip
+    assert norm([box([0.4375, 0.4167, 0.5625, 0.5833])], answer=[gt], coordinate_convention=["normalized"],
+                image_size=[[W, H]], images=[[np.zeros((10, 10, 3), np.uint8)]])[0] == pytest.approx(1.0, abs=1e-3)  # fmt: skip
+
+
 def test_tiny_and_degenerate_boxes() -> None:
     gt = [100, 100, 200, 200]
     tiny = box([149, 149, 151, 151])

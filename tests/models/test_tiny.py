@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from mmrl.models import load_policy
 from mmrl.models.tiny import SPECIAL_TOKENS
@@ -76,3 +77,43 @@ def test_image_pad_expansion_follows_the_formula(tiny_model_path, hw):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.path"):
         load_policy(tmp_path / "nope")
+
+
+def qwen_processor(model_path):
+    """transformers' own ``Qwen2_5_VLProcessor`` on the checkpoint, without its video processor: the class check for
+    that argument needs torchvision (absent on CPU); everything else is the library's code (pad expansion, template)."""
+    from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLProcessor
+
+    class ImageOnlyProcessor(Qwen2_5_VLProcessor):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    tok = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+    image_processor = AutoImageProcessor.from_pretrained(model_path, local_files_only=True)
+    return ImageOnlyProcessor(image_processor=image_processor, tokenizer=tok, video_processor=None,
+                              chat_template=tok.chat_template)  # fmt: skip
+
+
+@pytest.mark.parametrize("hw", [(56, 56), (100, 37), (224, 160), (30, 300)])
+def test_prompt_ids_and_token_types_equal_transformers_processor(tiny_model_path, tiny_policy, hw):
+    """mmrl's prompt encoder gives the ids, pixel values, grids and token types of transformers' Qwen2.5-VL processor."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (*hw, 3), dtype=np.uint8), rng.integers(0, 256, (hw[1], hw[0], 3), dtype=np.uint8)]
+    conv = tiny_policy.conversation()
+    conv.add_user("How many shapes are there?", images)
+    processor = qwen_processor(tiny_model_path)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                             {"type": "text", "text": "How many shapes are there?"}]}]  # fmt: skip
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ref = processor(text=[text], images=[Image.fromarray(i) for i in images], return_tensors="pt",
+                    return_mm_token_type_ids=True)  # fmt: skip
+    assert conv.ids == ref["input_ids"][0].tolist()
+    torch.testing.assert_close(torch.cat([v.pixel_values for v in conv.vision]), ref["pixel_values"])
+    assert torch.stack([v.grid_thw for v in conv.vision]).tolist() == ref["image_grid_thw"].tolist()
+    ids = torch.tensor([conv.ids])
+    kwargs = tiny_policy._vision_kwargs([conv.vision], ids)
+    assert kwargs["mm_token_type_ids"].tolist() == ref["mm_token_type_ids"].tolist()

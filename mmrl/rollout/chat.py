@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,13 @@ class Conversation:
     def __post_init__(self) -> None:
         if self.system is not None:
             self.messages.append({"role": "system", "content": self.system})
+
+    def fork(self) -> Conversation:
+        """An independent copy to continue differently (the processed images are shared: they are never modified)."""
+        twin = copy.copy(self)
+        twin.messages = [dict(m) for m in self.messages]
+        twin.ids, twin.vision = list(self.ids), list(self.vision)
+        return twin
 
     def add_user(self, text: str, images: list[Any]) -> tuple[list[int], list[VisionInput]]:
         """Append a user turn; return ``(new_ids, new_vision)`` ending with the assistant generation prompt."""

@@ -1,7 +1,8 @@
 """The multi-turn rollout collector: drives a pool of envs with a VLM policy and records trajectories.
 
 For GRPO every prompt is played ``group_size`` times: the envs of one group are reset with the same seed, so they show the
-same observation, and their trajectories share a group id. Episodes run turn by turn; all still-running episodes of the
+same observation (encoded once per group: the image processor runs once, not ``group_size`` times), and their
+trajectories share a group id. Episodes run turn by turn; all still-running episodes of the
 batch are sampled together in one ``policy.generate`` call per turn.
 
 Example:
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
+import numpy as np
 
 from mmrl.policies.vlm import SamplingParams, VLMPolicy
 from mmrl.rollout.chat import Conversation
@@ -40,6 +42,15 @@ class RolloutStats:
     @property
     def env_steps_per_s(self) -> float:
         return self.env_steps / max(self.seconds, 1e-9)
+
+
+def same_observation(a: Observation, b: Observation) -> bool:
+    """Whether two first-turn observations are identical (text and every image pixel)."""
+    return (
+        a.text == b.text
+        and len(a.images) == len(b.images)
+        and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images))
+    )
 
 
 class Collector:
@@ -74,12 +85,18 @@ class Collector:
         convs: list[Conversation] = []
         trajs: list[Trajectory] = []
         pending: list[Turn | None] = []
+        first: dict[int, tuple[Observation, Conversation]] = {}  # group -> its first observation, encoded
         for i, env in enumerate(envs):
             group = i // group_size
             obs_dict, info = env.reset(seed=int(seeds[group]))
             obs = Observation.from_dict(obs_dict)
-            conv = self.policy.conversation(self.system_prompt)
-            ids, vision = conv.add_user(obs.text, obs.images)
+            if group in first and same_observation(first[group][0], obs):
+                conv = first[group][1].fork()  # same seed, same observation: reuse the encoded prompt
+                ids, vision = list(conv.ids), list(conv.vision)
+            else:
+                conv = self.policy.conversation(self.system_prompt)
+                ids, vision = conv.add_user(obs.text, obs.images)
+                first.setdefault(group, (obs, conv.fork()))
             convs.append(conv)
             pending.append(Turn(prompt_ids=ids, images=list(obs.images), response_ids=[], response_logprobs=[],
                                 response_text="", extras={"vision": vision}))  # fmt: skip

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from mmrl.config import ConfigError, _suggest, from_dict
+from mmrl.config import ConfigError, from_dict, suggest
 
 FILLS = {"white": (255, 255, 255), "black": (0, 0, 0)}
 
@@ -285,7 +285,7 @@ def parse_augment(entries: list[dict[str, Any]], field: str = "augment") -> list
         if name is None:
             raise ConfigError(f"{where}.name: missing (known: {', '.join(AUGMENTATIONS)})")
         if not isinstance(name, str) or name not in AUGMENTATIONS:
-            raise ConfigError(f"{where}.name: unknown augmentation '{name}'{_suggest(str(name), list(AUGMENTATIONS))}")
+            raise ConfigError(f"{where}.name: unknown augmentation '{name}'{suggest(str(name), list(AUGMENTATIONS))}")
         augmentation = from_dict(AUGMENTATIONS[name], params, prefix=where)
         augmentation.check(where)
         out.append(augmentation)

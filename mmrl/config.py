@@ -152,7 +152,7 @@ class RunConfig:
 
 
 # --------------------------------------------------------------------------------------------------------------- loading
-def _suggest(key: str, options: list[str]) -> str:
+def suggest(key: str, options: list[str]) -> str:
     close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(sorted(options))})"
 
@@ -227,7 +227,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown config key '{where}'{_suggest(str(key), list(fields))}")
+            raise ConfigError(f"unknown config key '{where}'{suggest(str(key), list(fields))}")
         kwargs[key] = _coerce(value, hints[key], where)
     return cls(**kwargs)
 

@@ -3,7 +3,11 @@ per-token log-probs with grad for the learner.
 
 Log-probs are those of the temperature-scaled distribution ``log_softmax(logits / T)`` at both generation and recompute
 time (top-p/top-k truncation is a sampling device and is not part of the ratio, as in verl and TRL). Vision special tokens
-are suppressed during sampling, so the model never emits an image pad that would desynchronise images and tokens.
+are suppressed during sampling, so the model never emits an image pad that would desynchronise images and tokens, and
+they are removed from the policy's distribution everywhere (generation log-probs, learner log-probs, entropy): the policy
+trained is the one sampled. Were they only suppressed at sampling, RL could move probability onto tokens that are never
+drawn: a trained tiny model put 87% of its mass there, its ratios and in-reward KL described another distribution
+than the one sampled, and its samples turned to noise.
 
 Example:
     >>> policy = load_policy("runs/tiny-qwen2_5_vl")
@@ -25,6 +29,9 @@ from mmrl.rollout.chat import VISION_SPECIAL_TOKENS, Conversation, PromptEncoder
 from mmrl.types import Batch, Trajectory
 
 logger = logging.getLogger(__name__)
+
+
+SUPPRESSED_LOGIT = -1e9  # the logit of a token outside the policy's support: finite, so that p * logit stays 0 (not NaN)
 
 
 @dataclass
@@ -90,6 +97,14 @@ class VLMPolicy:
         """A fresh multi-turn prompt builder bound to this policy's tokenizer and image processor."""
         return Conversation(self.encoder, system=system)
 
+    def restrict(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits [..., V]`` with the vision special tokens removed from the distribution (what the sampler's
+        ``suppress_tokens`` does), out of place so gradients flow to the other entries."""
+        if not self.suppress_ids:
+            return logits
+        index = torch.tensor(self.suppress_ids, device=logits.device)
+        return logits.index_fill(-1, index, SUPPRESSED_LOGIT)
+
     # ---------------------------------------------------------------------------------------------------------- inputs
     def _vision_kwargs(self, vision: list[list[VisionInput]], ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """The images of a batch concatenated in pad order (the model consumes them row by row), and the token types.
@@ -143,7 +158,7 @@ class VLMPolicy:
         )
         new = out.sequences[:, ids.shape[1] :]  # [B, N]
         logits = torch.stack(out.logits, dim=1).float()  # [B, N, V] raw (unprocessed) logits
-        logp_all = F.log_softmax(logits / (self.temperature if greedy else params.temperature), dim=-1)
+        logp_all = F.log_softmax(self.restrict(logits / (self.temperature if greedy else params.temperature)), dim=-1)
         logp = logp_all.gather(-1, new.unsqueeze(-1)).squeeze(-1)  # [B, N]
         gens = []
         for i in range(new.shape[0]):
@@ -172,7 +187,8 @@ class VLMPolicy:
         return inputs, lm[:, 1:].cpu()  # [B, T-1]
 
     def forward_logits(self, model_inputs: dict[str, Any], start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``[B, T-1-start, V]`` (temperature applied) predicting tokens ``start+1..T-1``, and those target ids.
+        """Logits ``[B, T-1-start, V]`` of the policy's distribution (temperature applied, vision tokens removed)
+        predicting tokens ``start+1..T-1``, and those target ids.
 
         ``start`` skips the LM head on the positions before it (``logits_to_keep``): with a real vocabulary (~150k) the
         logits of long image prompts would otherwise dominate memory.
@@ -181,7 +197,7 @@ class VLMPolicy:
         att = model_inputs["attention_mask"].to(self.device)
         vision = self._vision_kwargs(model_inputs["vision"], ids)
         out = self.model(input_ids=ids, attention_mask=att, **vision, use_cache=False, logits_to_keep=ids.shape[1] - start)
-        logits = out.logits[:, :-1].float() / max(self.temperature, 1e-6)  # [B, T-1-start, V]
+        logits = self.restrict(out.logits[:, :-1].float() / max(self.temperature, 1e-6))  # [B, T-1-start, V]
         return logits, ids[:, start + 1 :]
 
     def value(self, batch: Batch | dict[str, Any]) -> torch.Tensor:

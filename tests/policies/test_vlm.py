@@ -156,8 +156,10 @@ def test_image_tokens_get_2d_multimodal_rope_positions(tiny_policy):
         flat_pos = (att.cumsum(-1) - 1).clamp(min=0).expand(3, B, T)
         one_d = tiny_policy.model(input_ids=ids, attention_mask=att, position_ids=flat_pos, **vision).logits[:, :-1]
     valid = att[:, 1:].bool()
-    assert torch.allclose(logits.detach()[valid], ref[valid], atol=1e-5)
-    assert not torch.allclose(logits.detach()[valid], one_d[valid], atol=1e-3)  # the 2-D positions matter
+    keep = [v for v in range(ref.shape[-1]) if v not in tiny_policy.suppress_ids]  # columns outside the policy's support
+    ours = logits.detach()[..., keep]
+    assert torch.allclose(ours[valid], ref[..., keep][valid], atol=1e-5)
+    assert not torch.allclose(ours[valid], one_d[..., keep][valid], atol=1e-3)  # the 2-D positions matter
 
 
 def test_log_prob_scores_only_from_the_first_response_column(tiny_policy):
@@ -180,3 +182,38 @@ def test_log_prob_scores_only_from_the_first_response_column(tiny_policy):
     torch.testing.assert_close(logp[valid], full_logp[valid], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ent[valid], full_ent[valid], atol=1e-5, rtol=1e-5)
     assert (logp[:, :first] == 0).all() and logp.shape == full_logp.shape == mask.shape
+
+
+def test_the_trained_distribution_is_the_sampled_one(tiny_policy):
+    """With the LM head biased towards the (never sampled) vision tokens, behaviour and learner log-probs are those of
+    the distribution over the other tokens, computed here from the raw logits with the vision columns dropped."""
+    banned = tiny_policy.suppress_ids
+
+    def boost(module, args, output):
+        output[..., banned] += 5.0  # a large share of the raw mass sits on tokens the sampler never draws
+        return output
+
+    handle = tiny_policy.model.lm_head.register_forward_hook(boost)
+    try:
+        _, trajs = _two_turn_trajectories(tiny_policy, SamplingParams(temperature=1.0, max_new_tokens=6))
+        inputs, mask, old = tiny_policy.collate(trajs)
+        logp, m, entropy = tiny_policy.log_prob(inputs, with_entropy=True)
+        ids = inputs["input_ids"]
+        with torch.no_grad():
+            raw = tiny_policy.model(input_ids=ids, attention_mask=inputs["attention_mask"],
+                                    **tiny_policy._vision_kwargs(inputs["vision"], ids)).logits[:, :-1]  # fmt: skip
+    finally:
+        handle.remove()
+    keep = [v for v in range(raw.shape[-1]) if v not in banned]
+    allowed = torch.log_softmax(raw[..., keep], dim=-1)  # [B, L, V - 5]
+    column = {v: j for j, v in enumerate(keep)}
+    valid = mask.bool()
+    targets = ids[:, 1:]
+    ref = torch.zeros_like(mask)
+    for b, t in valid.nonzero().tolist():
+        ref[b, t] = allowed[b, t, column[int(targets[b, t])]]
+    assert float(torch.softmax(raw, -1)[..., banned].sum(-1)[valid].mean()) > 0.5  # the raw mass really moved there
+    torch.testing.assert_close(old[valid], ref[valid], atol=1e-4, rtol=1e-4)  # behaviour log-probs (generation)
+    torch.testing.assert_close(logp.detach()[valid], ref[valid], atol=1e-4, rtol=1e-4)  # learner recompute
+    ref_entropy = -(allowed.exp() * allowed).sum(-1)
+    torch.testing.assert_close(entropy.detach()[valid], ref_entropy[valid], atol=1e-4, rtol=1e-4)

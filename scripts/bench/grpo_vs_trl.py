@@ -87,12 +87,6 @@ def current_rss_mib() -> float:
     return float("nan")
 
 
-def peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def limit_threads() -> None:
     import torch
 
@@ -129,7 +123,7 @@ def worker_mmrl(model_dir: str, steps: int, out_dir: str) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from mmrl.trainer.loop import Trainer
+    from mmrl.trainer.loop import Trainer, peak_rss_mib
 
     cfg = run_config(model_dir, out_dir, steps)
     trainer = Trainer(cfg, show_progress=False)
@@ -247,6 +241,7 @@ def worker_trl(model_dir: str, steps: int, out_dir: str) -> dict[str, Any]:
 
     import rewards
     from mmrl.rollout.chat import VISION_SPECIAL_TOKENS
+    from mmrl.trainer.loop import peak_rss_mib
 
     cfg = run_config(model_dir, out_dir, steps)
     a, r = cfg.algo, cfg.rollout

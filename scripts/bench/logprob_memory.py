@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,15 +28,12 @@ from pathlib import Path
 QWEN_VOCAB = 151_936  # Qwen2.5-VL's vocabulary size
 
 
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
     from mmrl.models import load_policy
+    from mmrl.trainer.loop import peak_rss_mib
     from mmrl.types import Batch
 
     torch.set_num_threads(1)
@@ -57,12 +53,12 @@ def worker(args: argparse.Namespace) -> dict:
     B = len(seqs)
     batch = Batch(inputs, mask, torch.zeros_like(mask), torch.zeros(B), torch.zeros(B), torch.zeros(B).long())
     target = batch if args.variant == "response" else inputs
-    base = rss_mib()
+    base = peak_rss_mib()
     start = time.perf_counter()
     logp, m, entropy = policy.log_prob(target, with_entropy=True)
     ((logp * mask).sum() + (entropy * mask).sum()).backward()
     seconds = time.perf_counter() - start
-    return {"variant": args.variant, "seconds": seconds, "added_peak_mib": rss_mib() - base,
+    return {"variant": args.variant, "seconds": seconds, "added_peak_mib": peak_rss_mib() - base,
             "seq_len": int(inputs["input_ids"].shape[1]), "response_tokens": args.response, "batch": B}  # fmt: skip
 
 

@@ -37,12 +37,12 @@ from rewards.registry import RewardFn, register
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmrl.policies.vlm import VLMPolicy
-    from mmrl.rollout.chat import VisionInput
+    from mmrl.policies.vlm.chat import VisionInput
 
 JudgeEngine = Callable[[list[str], list[list[Any]]], list[str]]  # (prompts, images per prompt) -> generated texts
 StepScorer = Callable[[str, list[str], list[Any]], list[float]]  # (question, steps, images) -> a score per step
 
-# Same strings as mmrl.rollout.chat.VISION_SPECIAL_TOKENS (not imported: `rewards` stays free of torch on import).
+# Same strings as mmrl.policies.vlm.chat.VISION_SPECIAL_TOKENS (not imported: `rewards` stays free of torch on import).
 _VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
 
 # --------------------------------------------------------------------------------------------------------------------

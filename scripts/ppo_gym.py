@@ -27,7 +27,7 @@ import torch
 
 from mmrl.algos.learner import Learner
 from mmrl.config import AlgoConfig
-from mmrl.policies.gaussian import mlp_policy_for
+from mmrl.policies.mlp import mlp_policy_for
 from mmrl.rollout.gym_loop import GymCollector, evaluate, make_vec_env
 from mmrl.trainer.logging import MetricsLogger
 from mmrl.trainer.progress import Progress

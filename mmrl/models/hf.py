@@ -2,7 +2,7 @@
 
 Nothing is fetched from a hub: ``path`` must be a local directory (``local_files_only=True``). The image processor is
 loaded with ``AutoImageProcessor``; where torchvision is missing transformers falls back to the PIL implementation, which
-mmrl uses with its own image-pad expansion (see :mod:`mmrl.rollout.chat`).
+mmrl uses with its own image-pad expansion (see :mod:`mmrl.policies.vlm.chat`).
 
 Example:
     >>> policy = load_policy("/models/Qwen2.5-VL-3B-Instruct", dtype="bfloat16", device="cuda")

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from mmrl.policies.vlm import SamplingParams, VLMPolicy
-from mmrl.rollout.chat import Conversation
+from mmrl.policies.vlm.chat import Conversation
 from mmrl.types import Observation, Trajectory, Turn
 
 logger = logging.getLogger(__name__)

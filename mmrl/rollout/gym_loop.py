@@ -1,7 +1,7 @@
 """On-policy collection from vectorized Gymnasium envs for PPO with a critic (classic control, state-vector envs).
 
 One :meth:`GymCollector.collect` call runs ``T`` steps x ``N`` envs with an MLP policy
-(:mod:`mmrl.policies.gaussian`), computes GAE with :func:`mmrl.algos.advantages.gae`, and returns a
+(:mod:`mmrl.policies.mlp`), computes GAE with :func:`mmrl.algos.advantages.gae`, and returns a
 :class:`~mmrl.types.Batch` with ``L = 1`` that the shared :class:`~mmrl.algos.learner.Learner` trains on.
 
 Episode ends, with Gymnasium 1.x's default ``AutoresetMode.NEXT_STEP`` autoreset
@@ -22,7 +22,7 @@ recorded *before* both, so logged returns are the env's own.
 
 Example:
     >>> import torch
-    >>> from mmrl.policies.gaussian import mlp_policy_for
+    >>> from mmrl.policies.mlp import mlp_policy_for
     >>> envs = make_vec_env("CartPole-v1", num_envs=2, gamma=0.99)
     >>> policy = mlp_policy_for(envs.single_observation_space, envs.single_action_space)
     >>> batch, stats = GymCollector(envs, policy, num_steps=8, gamma=0.99, lam=0.95, seed=0).collect()
@@ -79,7 +79,7 @@ class GymCollector:
     The collector owns the envs' current observations between calls, so consecutive rollouts continue episodes.
 
     Example:
-        >>> from mmrl.policies.gaussian import GaussianMLPPolicy
+        >>> from mmrl.policies.mlp import GaussianMLPPolicy
         >>> envs = make_vec_env("Pendulum-v1", num_envs=2, gamma=0.99)
         >>> policy = GaussianMLPPolicy(3, 1, action_low=[-2.0], action_high=[2.0])
         >>> batch, stats = GymCollector(envs, policy, num_steps=4, gamma=0.99, lam=0.95, seed=0).collect()

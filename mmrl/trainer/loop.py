@@ -32,7 +32,7 @@ from mmrl.trainer.logging import MetricsLogger
 from mmrl.trainer.progress import Progress
 from mmrl.types import Batch, Trajectory
 from mmrl.viz.plots import plot_curves
-from rewards.vppo import visual_dependency, vppo_weights
+from mmrl.policies.vlm.vppo import visual_dependency, vppo_weights
 
 logger = logging.getLogger(__name__)
 

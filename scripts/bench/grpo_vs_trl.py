@@ -240,7 +240,7 @@ def worker_trl(model_dir: str, steps: int, out_dir: str) -> dict[str, Any]:
     from trl import GRPOConfig, GRPOTrainer
 
     import rewards
-    from mmrl.rollout.chat import VISION_SPECIAL_TOKENS
+    from mmrl.policies.vlm.chat import VISION_SPECIAL_TOKENS
     from mmrl.trainer.loop import peak_rss_mib
 
     cfg = run_config(model_dir, out_dir, steps)

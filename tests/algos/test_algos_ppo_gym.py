@@ -14,7 +14,7 @@ from mmrl.algos.advantages import masked_whiten
 from mmrl.algos.kl import AdaptiveKLController
 from mmrl.algos.learner import Learner
 from mmrl.config import AlgoConfig
-from mmrl.policies.gaussian import CategoricalMLPPolicy, GaussianMLPPolicy, mlp_policy_for
+from mmrl.policies.mlp import CategoricalMLPPolicy, GaussianMLPPolicy, mlp_policy_for
 from mmrl.rollout.gym_loop import GymCollector, make_vec_env
 from mmrl.types import Batch
 

@@ -138,7 +138,7 @@ def test_ppo_with_a_value_model(tiny_model_path, tmp_path, monkeypatch):
 
 
 def test_vppo_switch_sets_token_weights(tiny_model_path, tmp_path, monkeypatch):
-    from rewards.vppo import visual_dependency, vppo_weights
+    from mmrl.policies.vlm.vppo import visual_dependency, vppo_weights
 
     trainer = Trainer(config(tiny_model_path, tmp_path, "algo.vppo_top_frac=0.25", "algo.vppo_mask_prob=0.7"),
                       show_progress=False)  # fmt: skip

@@ -10,7 +10,7 @@ import torch
 
 from mmrl.policies.vlm import SamplingParams
 from mmrl.types import Trajectory, Turn
-from rewards.vppo import perturb_image, visual_dependency, vppo_weights
+from mmrl.policies.vlm.vppo import perturb_image, visual_dependency, vppo_weights
 
 # ----------------------------------------------------------------------------------------------------- perturb_image
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent, Normal
 
-from mmrl.policies.gaussian import CategoricalMLPPolicy, GaussianMLPPolicy, mlp_policy_for
+from mmrl.policies.mlp import CategoricalMLPPolicy, GaussianMLPPolicy, mlp_policy_for
 from mmrl.types import Batch
 
 
@@ -91,7 +91,7 @@ def test_mlp_policy_for_spaces():
 def test_docstring_examples():
     import doctest
 
-    from mmrl.policies import gaussian
+    from mmrl.policies.mlp import policy as gaussian
     from mmrl.rollout import gym_loop
 
     for module in (gaussian, gym_loop):

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mmrl.rollout.chat import VISION_SPECIAL_TOKENS, Conversation, PromptEncoder, VisionInput
+from mmrl.policies.vlm.chat import VISION_SPECIAL_TOKENS, Conversation, PromptEncoder, VisionInput
 from mmrl.types import Batch, Trajectory
 
 logger = logging.getLogger(__name__)

@@ -94,7 +94,7 @@ def visual_dependency(
     import torch
 
     from mmrl.algos.kl import kl
-    from mmrl.rollout.chat import to_pil
+    from mmrl.policies.vlm.chat import to_pil
 
     if not clamp > 0:
         raise ValueError(f"clamp must be > 0, got {clamp!r}")

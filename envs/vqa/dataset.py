@@ -12,7 +12,7 @@ Schema of one row (JSON object or Parquet record):
 - ``answer_choices`` (optional list): the finite answer vocabulary, returned in ``info["answer_choices"]``.
 - any other column (``data_source``, ``image_size``, ...): passed to the reward functions as a column of the same name
   and returned in ``info`` under its name (at reset and step). The names ``success``, ``reward_parts``,
-  ``parsed_answer``, ``row_index`` and ``augment`` are the env's own info keys and are refused.
+  ``parsed_answer``, ``row_index``, ``augment`` and ``reward_columns`` are the env's own info keys and are refused.
 
 When a row has a field under several names (``prompt`` and ``question``), the first name listed above wins; the others
 are passed to the reward functions only. A null value counts as absent (Parquet fills a row's missing columns with
@@ -32,6 +32,14 @@ them for the data (a rotation crops the corners and can swap left and right; mix
 question saying which picture it is about). Their randomness comes from the env's generator: ``seed`` seeds it at
 construction and ``reset(seed=s)`` reseeds it, so the same seed shows the same row augmented the same way.
 
+Sharing: a data file is parsed once per process. ``_TABLES`` (a module-level dict guarded by ``_TABLES_LOCK``) holds
+one immutable table of validated rows per (resolved path, ``max_rows``), the only option that changes the rows (the
+``prompt_suffix`` is added at reset, ``image_size`` when decoding); every env built on that file with that ``max_rows``
+shares it, so the memory of N envs over one file is that of one. The table is re-read when the file's identity (device,
+inode, size, mtime in ns) changes, and lives until then or until the process ends. Rows are never mutated: the env
+copies what it hands out of a row (columns, info, answer choices). Worker processes each parse and hold their own copy.
+A table once loaded is not re-validated: an image file deleted afterwards is an error at reset, not at construction.
+
 Example:
     >>> env = DatasetVQAEnv(path="assets/vqa/sample.jsonl", rewards={"accuracy": 1.0})
     >>> obs, info = env.reset(options={"index": 0})
@@ -41,9 +49,12 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,16 +67,17 @@ from PIL import Image
 from envs.transforms import AugmentContext
 from envs.vqa.base import Episode, VQAEnv, image_hw, reference_solution
 from mmrl.config import ConfigError, from_dict
-from rewards.extract import answer_span
+from rewards import answer_span
 
 logger = logging.getLogger(__name__)
 
 PROMPT_KEYS: tuple[str, ...] = ("prompt", "problem", "question")
 ANSWER_KEYS: tuple[str, ...] = ("answer", "solution")
 IMAGE_KEYS: tuple[str, ...] = ("images", "image")
-RESERVED_INFO: frozenset[str] = frozenset({"success", "reward_parts", "parsed_answer", "row_index", "augment"})
+RESERVED_INFO: frozenset[str] = frozenset({"success", "reward_parts", "reward_columns", "parsed_answer", "row_index", "augment"})
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
+_PARQUET_BATCH_ROWS = 256  # Parquet rows turned into Python objects at a time: never the whole file's at once
 
 
 class DatasetError(ConfigError):
@@ -85,53 +97,132 @@ class DatasetVQAConfig:
     require_tags: bool = True  # answers count only inside <answer></answer> (the prompt asks for them); a reward column
     render_mode: str | None = "rgb_array"  # rgb_array (render() returns the current first image) | null
     augment: list[dict[str, Any]] = field(default_factory=list)  # [{name, p, ...}] applied at reset, in order
+    defer_rewards: bool = False  # step() returns reward 0 and the reward inputs in info["reward_columns"] (a trainer scores whole batches)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Row:
-    where: str  # "file, line N" / "file, row N" for error messages
-    prompt: str
-    images: list[Path | bytes]  # resolved file paths or embedded encoded bytes
+    """One validated row, shared by every env on its file (see the module docstring): never mutated."""
+
+    loc: str  # "line N" (JSONL, 1-based) or "row N" (Parquet or JSON array, 0-based), for error messages
+    prompt: str  # the question, without the prompt suffix (an env option, added at reset)
+    images: tuple[str | bytes, ...]  # resolved file paths or embedded encoded bytes
     answer: str
-    choices: list[str] | None
-    columns: dict[str, Any]  # extra reward-function columns (extras + shadowed aliases)
-    info: dict[str, Any]  # extra info keys (extras only)
+    choices: tuple[str, ...] | None
+    columns: dict[str, Any]  # extra reward-function columns (extras + shadowed aliases); copied at reset
+    info: dict[str, Any]  # extra info keys (extras only); copied before it is handed out
 
 
-def _read_records(path: Path, max_rows: int | None) -> list[tuple[str, Any]]:
-    """``(where, record)`` pairs from a JSONL/JSON-array or Parquet file; ``where`` names the line or row."""
+@dataclass(frozen=True)
+class _Table:
+    """The validated rows of one data file and what every env derives from them, computed once (never mutated)."""
+
+    rows: tuple[_Row, ...]
+    image_start: np.ndarray  # [num_rows + 1] int64, read-only: row i owns image numbers image_start[i] to [i + 1] - 1
+    # the longest prompt, then every other character of the prompts in strings no longer than it: the text space of
+    # these strings is that of all the prompts (same charset, same max length), built in O(1) per env, not O(rows)
+    prompt_samples: tuple[str, ...]
+
+
+_TableKey = tuple[str, int | None]  # (resolved path, max_rows)
+_FileId = tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns): a rewritten file gets a new one
+_TABLES: dict[_TableKey, tuple[_FileId, _Table]] = {}  # the process-wide cache, one entry per file and max_rows
+_TABLES_LOCK = threading.Lock()  # held while parsing, so envs built in threads parse a file once
+
+
+def _load_table(path: Path, max_rows: int | None) -> _Table:
+    """The validated rows of ``path`` (the first ``max_rows``), from the cache while the file is unchanged.
+
+    Raises the first bad row's :class:`DatasetError`; a failed parse is not cached (the next env re-reads the file).
+    """
+    resolved = path.resolve()
+    st = resolved.stat()
+    key, file_id = (str(resolved), max_rows), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _TABLES_LOCK:
+        cached = _TABLES.get(key)
+        if cached is not None and cached[0] == file_id:
+            logger.debug("sharing the parsed rows of %s", path)
+            return cached[1]
+        _TABLES.pop(key, None)  # a changed file: drop the old rows before reading the new ones
+        rows = tuple(_parse_row(path, loc, rec, resolved.parent) for loc, rec in _read_records(path, max_rows))
+        if not rows:
+            raise DatasetError(f"{path}: no rows")
+        image_start = np.cumsum([0] + [len(r.images) for r in rows], dtype=np.int64)  # [num_rows + 1]
+        image_start.flags.writeable = False
+        table = _Table(rows, image_start, _prompt_samples([r.prompt for r in rows]))
+        _TABLES[key] = (file_id, table)
+    logger.info("loaded %d VQA rows from %s", len(rows), path)
+    return table
+
+
+def _prompt_samples(prompts: list[str]) -> tuple[str, ...]:
+    """The longest prompt, then the other characters of ``prompts`` in strings no longer than it (see ``_Table``)."""
+    longest = max(prompts, key=len)
+    chars: set[str] = set()
+    for prompt in prompts:
+        chars.update(prompt)
+    rest = "".join(sorted(chars - set(longest)))
+    step = max(len(longest), 1)
+    return (longest, *(rest[i : i + step] for i in range(0, len(rest), step)))
+
+
+def _read_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, Any]]:
+    """``(loc, record)`` pairs from a JSONL/JSON-array or Parquet file, streamed; ``loc`` names the line or row."""
     suffix = path.suffix.lower()
     if suffix in _PARQUET_SUFFIXES:
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as e:  # pyarrow raises several types for unreadable files
-            raise DatasetError(f"{path}: cannot read Parquet: {str(e).splitlines()[0]}") from None
-        if max_rows is not None:
-            table = table.slice(0, max_rows)
-        return [(f"{path}, row {i}", rec) for i, rec in enumerate(table.to_pylist())]
+        yield from _parquet_records(path, max_rows)
+        return
     if suffix not in _JSONL_SUFFIXES:
         known = ", ".join(_JSONL_SUFFIXES + _PARQUET_SUFFIXES)
         raise DatasetError(f"{path}: unknown data format '{suffix}' (use {known})")
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".json" and text.lstrip().startswith("["):  # a JSON array of rows
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}: invalid JSON: {e}") from None
-        return [(f"{path}, row {i}", rec) for i, rec in enumerate(records[:max_rows])]
-    out: list[tuple[str, Any]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if max_rows is not None and len(out) >= max_rows:
-            break
-        if not line.strip():
-            continue
-        try:
-            out.append((f"{path}, line {lineno}", json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}, line {lineno}: invalid JSON: {e}") from None
-    return out
+    if suffix == ".json":
+        text = path.read_text(encoding="utf-8")
+        if text.lstrip().startswith("["):  # a JSON array of rows
+            try:
+                records = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}: invalid JSON: {e}") from None
+            yield from ((f"row {i}", rec) for i, rec in enumerate(records[:max_rows]))
+            return
+    count = 0
+    # a file iterates over \n, \r and \r\n line ends only; str.splitlines would also split a JSON string at U+2028
+    with path.open(encoding="utf-8") as lines:
+        for lineno, line in enumerate(lines, start=1):
+            if max_rows is not None and count >= max_rows:
+                return
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}, line {lineno}: invalid JSON: {e}") from None
+            count += 1
+            yield f"line {lineno}", record
+
+
+def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, Any]]:
+    """``(loc, record)`` pairs of a Parquet file, turned into Python objects ``_PARQUET_BATCH_ROWS`` rows at a time."""
+    import pyarrow.parquet as pq
+
+    index = 0
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for unreadable files
+        raise DatasetError(f"{path}: cannot read Parquet: {str(e).splitlines()[0]}") from None
+    with parquet:
+        batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS)
+        while max_rows is None or index < max_rows:
+            try:
+                batch = next(batches, None)
+            except Exception as e:  # a corrupt page surfaces while reading
+                raise DatasetError(f"{path}: cannot read Parquet: {str(e).splitlines()[0]}") from None
+            if batch is None:
+                return
+            if max_rows is not None:
+                batch = batch.slice(0, max_rows - index)
+            for record in batch.to_pylist():
+                yield f"row {index}", record
+                index += 1
 
 
 def _first(record: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, Any]:
@@ -142,7 +233,7 @@ def _first(record: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, A
     return None, None
 
 
-def _image_ref(entry: Any, field_name: str, where: str, root: Path) -> Path | bytes:
+def _image_ref(entry: Any, field_name: str, where: str, root: Path) -> str | bytes:
     """Check one image entry (path or ``{"bytes", "path"}`` struct) and resolve it against ``root``."""
     if isinstance(entry, dict):
         if entry.get("bytes"):
@@ -153,11 +244,12 @@ def _image_ref(entry: Any, field_name: str, where: str, root: Path) -> Path | by
     resolved = Path(entry) if Path(entry).is_absolute() else root / entry
     if not resolved.is_file():
         raise DatasetError(f"{where}: field '{field_name}': image file not found: {resolved}")
-    return resolved
+    return str(resolved)  # a str is a fraction of a Path's memory, and rows can number millions
 
 
-def _parse_row(where: str, record: Any, root: Path) -> _Row:
-    """Validate one record into a :class:`_Row`; raise a one-line DatasetError naming ``where`` and the field."""
+def _parse_row(path: Path, loc: str, record: Any, root: Path) -> _Row:
+    """Validate one record into a :class:`_Row`; raise a one-line DatasetError naming the file, ``loc`` and the field."""
+    where = f"{path}, {loc}"
     if not isinstance(record, dict):
         raise DatasetError(f"{where}: a row must be an object/mapping, got {type(record).__name__}")
     # null = absent (Parquet fills a row's missing columns with null)
@@ -202,7 +294,7 @@ def _parse_row(where: str, record: Any, root: Path) -> _Row:
     columns = {**extras, **{k: record[k] for k in shadowed}}
     if choices is not None:
         columns["answer_choices"] = choices
-    return _Row(where, prompt, refs, answer, choices, columns, extras)
+    return _Row(loc, prompt, tuple(refs), answer, None if choices is None else tuple(choices), columns, extras)
 
 
 class DatasetVQAEnv(VQAEnv):
@@ -229,15 +321,13 @@ class DatasetVQAEnv(VQAEnv):
         if not self.path.is_file():
             raise DatasetError(f"{self.path}: data file not found")
         self.image_hw = image_hw(cfg.image_size) if cfg.image_size is not None else None
-        root = self.path.resolve().parent
-        self.rows = [_parse_row(where, rec, root) for where, rec in _read_records(self.path, cfg.max_rows)]
-        if not self.rows:
-            raise DatasetError(f"{self.path}: no rows")
-        logger.info("loaded %d VQA rows from %s", len(self.rows), self.path)
-        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags, cfg.augment)
+        table = _load_table(self.path, cfg.max_rows)
+        self.rows = table.rows  # shared with every env on this file and max_rows: read-only
+        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags, cfg.augment,
+                         cfg.defer_rewards)
         # images of all rows, row by row: row i owns image numbers _image_start[i] to _image_start[i + 1] - 1
-        self._image_start = np.cumsum([0] + [len(r.images) for r in self.rows])
-        rows_with_images = sum(bool(r.images) for r in self.rows)
+        self._image_start = table.image_start  # [num_rows + 1], shared and read-only
+        rows_with_images = int(np.count_nonzero(np.diff(self._image_start)))
         for i, aug in enumerate(self.augment):
             if aug.uses_other_image and rows_with_images < 2:
                 raise ConfigError(
@@ -246,7 +336,7 @@ class DatasetVQAEnv(VQAEnv):
                 )
         self.observation_space = spaces.Dict(
             {
-                "text": self._text_space([r.prompt + cfg.prompt_suffix for r in self.rows]),
+                "text": self._text_space([p + cfg.prompt_suffix for p in table.prompt_samples]),
                 "images": spaces.Sequence(self._image_space(self.image_hw)),
             }
         )
@@ -288,11 +378,13 @@ class DatasetVQAEnv(VQAEnv):
         row = self.rows[int(index)]
         episode = Episode(
             text=row.prompt + self.config.prompt_suffix,
-            images=[self._load_image(ref, row.where, i) for i, ref in enumerate(row.images)],
+            images=[self._load_image(ref, row.loc, i) for i, ref in enumerate(row.images)],
             answer=row.answer,
-            answer_choices=row.choices,
+            answer_choices=None if row.choices is None else list(row.choices),
             solution=reference_solution(row.answer, f"The answer is {row.answer}."),
-            columns=row.columns,
+            # the row is shared with other envs: the rewards get a copy of its columns (they may keep or change it),
+            # and info a new dict whose values _begin and step copy before handing them out
+            columns=copy.deepcopy(row.columns),
             info={**row.info, "row_index": int(index)},
         )
         return self._begin(episode, AugmentContext(draw_image=lambda: self._other_image(int(index))))
@@ -304,16 +396,16 @@ class DatasetVQAEnv(VQAEnv):
         k += (stop - start) if k >= start else 0  # skip the images of row ``index``
         row = int(np.searchsorted(self._image_start, k, side="right")) - 1
         i = k - int(self._image_start[row])
-        return self._load_image(self.rows[row].images[i], self.rows[row].where, i)
+        return self._load_image(self.rows[row].images[i], self.rows[row].loc, i)
 
-    def _load_image(self, ref: Path | bytes, where: str, i: int) -> np.ndarray:
-        """Decode one image to RGB uint8 ``[H, W, 3]`` (resized to ``image_size`` when set)."""
+    def _load_image(self, ref: str | bytes, loc: str, i: int) -> np.ndarray:
+        """Decode image ``i`` of the row at ``loc`` to RGB uint8 ``[H, W, 3]`` (resized to ``image_size`` when set)."""
         try:
             with Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref) as img:
                 rgb = img.convert("RGB")
         except Exception as e:  # PIL raises several types for unreadable images
-            name = "embedded bytes" if isinstance(ref, bytes) else str(ref)
-            raise DatasetError(f"{where}: field 'images[{i}]': cannot read image {name}: {e}") from None
+            name = "embedded bytes" if isinstance(ref, bytes) else ref
+            raise DatasetError(f"{self.path}, {loc}: field 'images[{i}]': cannot read image {name}: {e}") from None
         if self.image_hw is not None and rgb.size != (self.image_hw[1], self.image_hw[0]):
             rgb = rgb.resize((self.image_hw[1], self.image_hw[0]), Image.Resampling.BICUBIC)
         return np.asarray(rgb, dtype=np.uint8).copy()  # [H, W, 3]

@@ -17,7 +17,7 @@ from gymnasium.utils.env_checker import check_env
 from PIL import Image
 
 import envs
-from envs.vqa import DatasetVQAConfig, DatasetVQAEnv
+from envs.vqa import DatasetVQAConfig, DatasetVQAEnv, dataset
 from envs.vqa.dataset import DatasetError
 from mmrl.config import ConfigError
 
@@ -123,6 +123,30 @@ def test_numeric_answers_and_hf_image_structs(data_dir, test_rewards):
     env = DatasetVQAEnv(path=str(path), rewards=test_rewards)
     assert env.reset()[1]["answer"] == "4"
     assert env.step("<answer>4.0</answer>")[4]["success"] is True  # numbers compare by value
+
+
+def test_a_line_break_character_inside_a_json_string_stays_in_its_row(data_dir, test_rewards):
+    prompt = "Two lines:\u2028one\x85two\x0cthree. How many shapes?"  # no JSON line ends, though str.splitlines splits
+    path = data_dir / "rows.jsonl"
+    path.write_text(json.dumps({**GOOD, "prompt": prompt}, ensure_ascii=False) + "\r\n" + json.dumps(GOOD) + "\n")
+    env = DatasetVQAEnv(path=str(path), prompt_suffix="", rewards=test_rewards)
+    assert env.num_rows == 2 and env.reset()[0]["text"] == prompt
+
+
+def test_parquet_rows_are_read_in_batches(data_dir, test_rewards, monkeypatch):
+    monkeypatch.setattr(dataset, "_PARQUET_BATCH_ROWS", 2)
+    rows = [{**GOOD, "answer": str(i)} for i in range(5)]
+    path = data_dir / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    env = DatasetVQAEnv(path=str(path), rewards=test_rewards)
+    assert [env.reset()[1]["answer"] for _ in range(5)] == ["0", "1", "2", "3", "4"]
+    assert DatasetVQAEnv(path=str(path), max_rows=3, rewards=test_rewards).num_rows == 3  # across a batch boundary
+    pq.write_table(pa.Table.from_pylist([*rows[:3], {**GOOD, "images": ["images/missing.png"]}]), path)
+    with pytest.raises(DatasetError, match=r"rows\.parquet, row 3: field 'images\[0\]': image file not found"):
+        DatasetVQAEnv(path=str(path), rewards=test_rewards)
+    (data_dir / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DatasetError, match=r"broken\.parquet: cannot read Parquet"):
+        DatasetVQAEnv(path=str(data_dir / "broken.parquet"), rewards=test_rewards)
 
 
 # ------------------------------------------------------------------------------------------------------ bad rows

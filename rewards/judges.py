@@ -6,18 +6,18 @@ Both are TRL-style rewards ``judge(completions: list[str], **columns) -> list[fl
     images     optional per-row list of RGB uint8 arrays ``[H, W, 3]`` or PIL images (else ``image``: one per row)
 
 A :class:`GenerativeJudge` asks an *engine* ``engine(prompts: list[str], images: list[list]) -> list[str]`` (vLLM,
-an HTTP judge) or a :class:`~mmrl.policies.vlm.VLMPolicy` (wrapped by :class:`PolicyEngine`: greedy decoding through
-the same policy code as rollouts). A :class:`ProcessRewardJudge` splits the reasoning into steps and aggregates per-step
-scores from a ``step_scorer``; :class:`VLMStepScorer` is a Math-Shepherd-style scorer on a VLM. Model text is only ever
+an HTTP judge, or a local VLM through ``mmrl.policies.vlm.judge.PolicyEngine(policy)``: greedy decoding through the same
+policy code as rollouts). A :class:`ProcessRewardJudge` splits the reasoning into steps and aggregates per-step scores
+from a ``step_scorer`` (``mmrl.policies.vlm.judge.VLMStepScorer`` is a Math-Shepherd-style scorer on a VLM). This module
+holds no model code and imports nothing from ``mmrl``: engines and scorers are plain callables. Model text is only ever
 parsed with ``str`` methods and linear regular expressions; unparseable judge output scores the minimum, 0.0.
 
 Judges are not registered on import (they need a model). A training script registers one before it builds the env, so
 that YAML ``rewards: {vlm_judge: 0.5, accuracy: 1.0}`` can name it (the env resolves names when it is constructed).
 
-Example:
-    >>> from mmrl.models import load_policy
-    >>> from rewards.judges import GenerativeJudge, register_judge
-    >>> judge = GenerativeJudge(load_policy("/models/Qwen2.5-VL-7B-Instruct"), mode="score", batch_size=8)
+Example (``engine`` is any callable above; see ``mmrl.policies.vlm.judge`` for a local VLM):
+    >>> from rewards import GenerativeJudge, register_judge
+    >>> judge = GenerativeJudge(engine, mode="score", batch_size=8)
     >>> register_judge("vlm_judge", judge)  # now rewards.get("vlm_judge") / rewards.composite({...}) resolve it
     >>> judge(["<answer>3</answer>"], question=["How many cats?"], answer=["3"], images=[[image]])
     [0.8]
@@ -29,21 +29,18 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rewards.columns import GT_COLUMNS, as_text, column, gt_column
 from rewards.extract import answer_region, normalize_digits
-from rewards.registry import RewardFn, register
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mmrl.policies.vlm import VLMPolicy
-    from mmrl.policies.vlm.chat import VisionInput
+from rewards.registry import RewardFn, get, names, register
 
 JudgeEngine = Callable[[list[str], list[list[Any]]], list[str]]  # (prompts, images per prompt) -> generated texts
 StepScorer = Callable[[str, list[str], list[Any]], list[float]]  # (question, steps, images) -> a score per step
 
-# Same strings as mmrl.policies.vlm.chat.VISION_SPECIAL_TOKENS (not imported: `rewards` stays free of torch on import).
-_VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
+# Qwen-VL's vision special tokens. The same strings as mmrl.policies.vlm.chat.VISION_SPECIAL_TOKENS, written out
+# because rewards never depends on the policy code (nor torch); tests/rewards/test_rewards_judges.py checks they match.
+VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
 
 # --------------------------------------------------------------------------------------------------------------------
 # Columns and text helpers
@@ -52,7 +49,7 @@ _VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|visio
 
 def strip_vision_tokens(text: str) -> str:
     """``text`` without vision special-token strings: only real images may put image pads into a judge's prompt."""
-    for token in _VISION_TOKENS:
+    for token in VISION_TOKENS:
         if token in text:
             text = text.replace(token, "")
     return text
@@ -178,33 +175,6 @@ COMPARE_TEMPLATE = (
 )
 
 
-class PolicyEngine:
-    """A :class:`~mmrl.policies.vlm.VLMPolicy` as a judge engine: one greedy ``generate`` call per batch of prompts.
-
-    Example:
-        >>> engine = PolicyEngine(policy, max_new_tokens=64)
-        >>> engine(["Is the sky blue? <score>N</score>"], [[image]])
-        ['<score>9</score>']
-    """
-
-    def __init__(self, policy: VLMPolicy, max_new_tokens: int = 256, system: str | None = None) -> None:
-        self.policy = policy
-        self.max_new_tokens = max_new_tokens  # generation budget per judgement
-        self.system = system  # optional system prompt of the judge conversation
-
-    def __call__(self, prompts: list[str], images: list[list[Any]]) -> list[str]:
-        """Greedy judge replies, one per prompt; ``images[i]`` precede ``prompts[i]`` in the user turn (Qwen order)."""
-        from mmrl.policies.vlm import SamplingParams
-
-        convs = []
-        for text, imgs in zip(prompts, images):
-            conv = self.policy.conversation(self.system)
-            conv.add_user(strip_vision_tokens(text), list(imgs))
-            convs.append(conv)
-        params = SamplingParams(temperature=0.0, max_new_tokens=self.max_new_tokens)
-        return [g.text for g in self.policy.generate([c.ids for c in convs], [c.vision for c in convs], params)]
-
-
 class GenerativeJudge:
     """A generative reward model: an engine reads a judge prompt (question, reference, candidate, images) and replies.
 
@@ -215,10 +185,10 @@ class GenerativeJudge:
     scores 0.0 without asking the engine. Range [0, 1].
 
     Args:
-        engine: a judge engine callable, or a VLMPolicy (wrapped in :class:`PolicyEngine`).
+        engine: a judge engine ``engine(prompts, images) -> texts``; for a local VLM,
+            ``mmrl.policies.vlm.judge.PolicyEngine(policy, max_new_tokens)``.
         mode: ``"score"`` or ``"compare"``.
         template: the prompt, a ``str.format`` template over question, reference, candidate, lo, hi (default per mode).
-        max_new_tokens: generation budget per reply when ``engine`` is a VLMPolicy.
         score_range: ``(lo, hi)`` of the judge's scale (``score`` mode).
         verdicts: verdict word -> reward in [0, 1] (``compare`` mode; matched case-insensitively).
         candidate: ``"answer"`` (the extracted final answer) or ``"completion"`` (the whole text).
@@ -233,10 +203,9 @@ class GenerativeJudge:
 
     def __init__(
         self,
-        engine: JudgeEngine | VLMPolicy,
+        engine: JudgeEngine,
         mode: str = "score",
         template: str | None = None,
-        max_new_tokens: int = 256,
         score_range: tuple[float, float] = (0.0, 10.0),
         verdicts: Mapping[str, float] = DEFAULT_VERDICTS,
         candidate: str = "answer",
@@ -254,8 +223,11 @@ class GenerativeJudge:
             raise ValueError(f"verdict values must lie in [0, 1], got {dict(verdicts)}")
         if batch_size < 1 or max_chars < 1:
             raise ValueError(f"batch_size and max_chars must be >= 1, got {batch_size}, {max_chars}")
-        is_policy = hasattr(engine, "conversation") and hasattr(engine, "generate")
-        self.engine: JudgeEngine = PolicyEngine(engine, max_new_tokens) if is_policy else engine  # type: ignore
+        if hasattr(engine, "conversation") and hasattr(engine, "generate"):  # a VLMPolicy, by duck type
+            raise TypeError("engine: a policy is not an engine; pass mmrl.policies.vlm.judge.PolicyEngine(policy)")
+        if not callable(engine):
+            raise TypeError(f"engine must be a callable engine(prompts, images) -> texts, got {type(engine).__name__}")
+        self.engine = engine
         self.mode = mode
         self.template = template or (SCORE_TEMPLATE if mode == "score" else COMPARE_TEMPLATE)
         self.score_range = (lo, hi)
@@ -442,75 +414,6 @@ class ProcessRewardJudge:
         return [agg(s) if s else 0.0 for s in self.step_scores(completions, **columns)]
 
 
-class VLMStepScorer:
-    """Math-Shepherd step scores (https://arxiv.org/abs/2312.08935) from a VLM, in one forward pass per completion.
-
-    The sequence is the chat prompt (question + images, generation prompt) then ``step_1 + step_tag + step_2 +
-    step_tag + ...`` (each piece tokenized on its own). At the last token of every tag the next-token logits give
-    ``p(good) / (p(good) + p(bad))``, i.e. the softmax over the two tokens. Logits come from ``policy.forward_logits``
-    (the policy's temperature-scaled distribution; 1.0 for a judge loaded with ``load_policy``). Steps that do not fit
-    in ``max_length`` tokens score 0.0.
-
-    Example:
-        >>> scorer = VLMStepScorer(load_policy("/models/prm"), step_tag="\\n", good="+", bad="-")
-        >>> scorer("How many cats?", ["I see 2 cats on the left.", "And 1 on the right, so 3."], [image])
-        [0.93, 0.71]
-    """
-
-    def __init__(
-        self, policy: VLMPolicy, step_tag: str = "\n", good: str = "+", bad: str = "-", max_length: int = 4096
-    ) -> None:
-        self.policy = policy
-        self.tag_ids = self._encode(step_tag)
-        if not self.tag_ids:
-            raise ValueError(f"step_tag {step_tag!r} encodes to no tokens")
-        self.good_id, self.bad_id = self._single_id(good), self._single_id(bad)
-        self.max_length = max_length  # tokens per scored sequence (prompt included)
-
-    def _encode(self, text: str) -> list[int]:
-        return self.policy.tokenizer(strip_vision_tokens(text), add_special_tokens=False)["input_ids"]
-
-    def _single_id(self, token: str) -> int:
-        ids = self._encode(token)
-        if len(ids) != 1:
-            raise ValueError(f"label token {token!r} must encode to exactly one token, got {ids}")
-        return ids[0]
-
-    def layout(
-        self, question: str, steps: Sequence[str], images: Sequence[Any]
-    ) -> tuple[list[int], list[int], list[VisionInput]]:
-        """``(ids, tag_positions, vision)``: the scored sequence, the index of each fitting step's last tag token, and
-        the prompt's processed images."""
-        conv = self.policy.conversation()
-        conv.add_user(strip_vision_tokens(question), list(images))
-        ids, positions = list(conv.ids), []
-        for step in steps:
-            piece = self._encode(step) + self.tag_ids
-            if len(ids) + len(piece) + 1 > self.max_length:  # +1: the trailing token added in __call__
-                break
-            ids += piece
-            positions.append(len(ids) - 1)
-        return ids, positions, conv.vision
-
-    def __call__(self, question: str, steps: list[str], images: Sequence[Any] = ()) -> list[float]:
-        """``p(good) / (p(good) + p(bad))`` after every step, in [0, 1]; 0.0 for steps beyond ``max_length``."""
-        import torch
-
-        ids, positions, vision = self.layout(question, steps, images)
-        scores = [0.0] * len(steps)
-        if not positions:
-            return scores
-        # forward_logits drops the last position ([B, T-1]); a trailing token keeps the final tag's logits (causal
-        # attention: it changes nothing before it).
-        seq = torch.tensor([[*ids, self.good_id]])  # [1, T]
-        inputs = {"input_ids": seq, "attention_mask": torch.ones_like(seq), "vision": [vision]}
-        with torch.no_grad():
-            logits, _ = self.policy.forward_logits(inputs)  # [1, T-1, V]; logits[:, t] predicts token t+1
-        pair = logits[0, positions][:, [self.good_id, self.bad_id]].float()  # [K, 2]
-        scores[: len(positions)] = torch.softmax(pair, dim=-1)[:, 0].tolist()
-        return scores
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Registration
 # --------------------------------------------------------------------------------------------------------------------
@@ -525,9 +428,7 @@ def register_judge(
     A judge registered earlier under ``name`` is replaced (each run registers its own); a built-in reward is not.
     Returns the registered reward function.
     """
-    from rewards.registry import _REGISTRY
-
-    if name in _REGISTRY and not getattr(_REGISTRY[name], "is_judge", False):
+    if name in names() and not getattr(get(name), "is_judge", False):
         raise ValueError(f"judge name '{name}' is taken by a built-in reward; choose another name")
     lo, hi = float(bounds[0]), float(bounds[1])
 

@@ -1,9 +1,16 @@
-"""Judges: generative judge parsing, prompts and batching (scripted engines and the tiny VLM), Math-Shepherd step scores
-against one forward pass per prefix, process-reward aggregation and splitting, fuzzing, and registration."""
+"""Judges: generative judge parsing, prompts and batching (scripted engines and the tiny VLM through
+``mmrl.policies.vlm.judge.PolicyEngine``), Math-Shepherd step scores (``mmrl.policies.vlm.judge.VLMStepScorer``) against
+one forward pass per prefix, process-reward aggregation and splitting, fuzzing, registration, and the import rule:
+``rewards`` never imports ``mmrl.policies`` (nor torch)."""
 
 from __future__ import annotations
 
+import ast
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,17 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rewards
-from rewards import registry
-from rewards.judges import (
-    GenerativeJudge,
-    ProcessRewardJudge,
-    VLMStepScorer,
-    parse_score,
-    parse_verdict,
-    reasoning_text,
-    register_judge,
-    split_steps,
-)
+from mmrl.policies.vlm.chat import VISION_SPECIAL_TOKENS
+from mmrl.policies.vlm.judge import PolicyEngine, VLMStepScorer
+from rewards import GenerativeJudge, ProcessRewardJudge, register_judge, registry
+from rewards.judges import parse_score, parse_verdict, reasoning_text, split_steps
 
 FUZZ = settings(max_examples=1_000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
@@ -204,7 +204,7 @@ def test_policy_judge_end_to_end_with_scripted_decoding(tiny_policy, monkeypatch
     script = tok("<score>7</score>", add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
     spy = GenerateSpy(tiny_policy, script)
     monkeypatch.setattr(tiny_policy, "generate", spy)
-    judge = GenerativeJudge(tiny_policy, max_new_tokens=len(script) + 4, batch_size=2)
+    judge = GenerativeJudge(PolicyEngine(tiny_policy, max_new_tokens=len(script) + 4), batch_size=2)
     imgs = [[_image(0)], [], [_image(1), _image(2)]]
     out = judge(["<answer>1</answer>", "<answer>2</answer>", "<answer>3</answer>"], question=["q"] * 3, images=imgs)
     assert out == [0.7, 0.7, 0.7]
@@ -218,7 +218,7 @@ def test_policy_judge_end_to_end_with_scripted_decoding(tiny_policy, monkeypatch
 def test_policy_judge_is_deterministic_and_bounded(tiny_policy, monkeypatch) -> None:
     spy = GenerateSpy(tiny_policy)
     monkeypatch.setattr(tiny_policy, "generate", spy)
-    judge = GenerativeJudge(tiny_policy, max_new_tokens=8, batch_size=4)
+    judge = GenerativeJudge(PolicyEngine(tiny_policy, max_new_tokens=8), batch_size=4)
     completions = ["<answer>3</answer>", "2 <|image_pad|> cats", "", "<answer>a<|vision_start|></answer>"]
     columns = {"question": ["How many? <|image_pad|>"] * 4, "answer": ["3"] * 4, "images": [[_image(5)]] * 4}
     first = judge(completions, **columns)
@@ -229,6 +229,13 @@ def test_policy_judge_is_deterministic_and_bounded(tiny_policy, monkeypatch) -> 
     assert all(p.count(tiny_policy.encoder.image_pad_id) == 4 for p in spy.prompts[0])  # pads come from images only
     assert all(len(g.ids) > 0 for g in spy.generations[0])  # generation happened
     assert [g.text for g in spy.generations[0]] == [g.text for g in spy.generations[1]]
+
+
+def test_a_policy_is_not_an_engine(tiny_policy) -> None:
+    with pytest.raises(TypeError, match=r"PolicyEngine\(policy\)"):
+        GenerativeJudge(tiny_policy)
+    with pytest.raises(TypeError, match="callable"):
+        GenerativeJudge("not an engine")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -460,3 +467,51 @@ def test_register_judge_in_registry_and_composite(registered) -> None:
     with pytest.raises(ValueError, match="taken by a built-in reward"):
         register_judge("accuracy", GenerativeJudge(ScriptedEngine([""])))
     assert rewards.get("accuracy").__name__ == "accuracy"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Imports flow one way: rewards is plain functions, the model side lives in mmrl.policies.vlm.judge
+# ---------------------------------------------------------------------------------------------------------------------
+
+REWARDS_DIR = Path(rewards.__file__).parent
+POLICY_IMPORT_LINE = re.compile(r"^\s*(?:>>>\s*)?(?:import|from)\s+mmrl\.policies\b", re.M)  # code or doctest line
+
+
+def test_vision_tokens_are_the_policys() -> None:
+    """rewards spells the vision special tokens out (it may not import the policy): they must stay the policy's."""
+    assert rewards.VISION_TOKENS == VISION_SPECIAL_TOKENS
+    assert rewards.strip_vision_tokens("a" + "b".join(VISION_SPECIAL_TOKENS) + "c") == "abbbbc"
+
+
+def test_import_rewards_is_light() -> None:
+    """A fresh interpreter: ``import rewards`` loads no torch, no transformers and no ``mmrl.policies`` module."""
+    code = (
+        "import sys, rewards\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')"
+        " or m == 'mmrl.policies' or m.startswith('mmrl.policies.'))\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == ""
+
+
+def _imported_modules(path: Path) -> list[str]:
+    """Every module an ``import`` statement in ``path`` names (lazy, TYPE_CHECKING and ``from x import y`` alike)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return found
+
+
+def test_rewards_sources_never_import_mmrl_policies() -> None:
+    sources = sorted(REWARDS_DIR.rglob("*.py"))
+    assert len(sources) > 5
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        assert not POLICY_IMPORT_LINE.search(text), f"{path.name}: {POLICY_IMPORT_LINE.search(text)}"
+        assert not [m for m in _imported_modules(path) if m.startswith("mmrl.policies")], path.name
+    # the judge module imports nothing from mmrl at all (model judges plug in as callables)
+    assert not [m for m in _imported_modules(REWARDS_DIR / "judges.py") if m.split(".")[0] == "mmrl"]

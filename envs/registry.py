@@ -8,6 +8,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from mmrl.config import ConfigError
+
 # name -> "module:attr"; modules import lazily so a missing optional extra only fails for the env that needs it.
 _REGISTRY: dict[str, str | Callable[..., gym.Env]] = {}
 
@@ -22,9 +24,12 @@ def names() -> list[str]:
 
 
 def make(name: str, **kwargs: Any) -> gym.Env:
-    """Construct the env registered as ``name`` with ``kwargs``; unknown names are a one-line error."""
+    """Construct the env registered as ``name`` with ``kwargs``, else Gymnasium's env of that id (``CartPole-v1``, or
+    any env a package registered with Gymnasium); unknown names are a one-line error."""
     if name not in _REGISTRY:
-        raise KeyError(f"unknown env '{name}' (known: {', '.join(names())})")
+        if name in gym.registry:
+            return gym.make(name, **kwargs)
+        raise ConfigError(f"env.id: unknown env '{name}' (mmrl envs: {', '.join(names())}; or a Gymnasium env id)")
     entry = _REGISTRY[name]
     if isinstance(entry, str):
         module, attr = entry.split(":")

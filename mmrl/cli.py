@@ -1,7 +1,7 @@
 """The ``mmrl`` command.
 
     mmrl train CONFIG [key=value ...]      train (RL with optional warm-up); resume=true via train.resume=true
-    mmrl eval CONFIG [key=value ...]       held-out evaluation of model.path (or the run's latest checkpoint)
+    mmrl eval CONFIG [key=value ...]       held-out evaluation of the run's latest checkpoint (else model.path), read-only
     mmrl reward --fn NAMES --input ROWS    score offline rows with reward functions
     mmrl build-tiny PATH [--preset NAME]   build the offline tiny Qwen2.5-VL checkpoint
 """
@@ -38,20 +38,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load(args)
     summary = Trainer(cfg, show_progress=not args.no_progress).fit()
     print(json.dumps(summary, indent=2))
-    if "accuracy_before_rl" in summary:
-        print(f"held-out accuracy after warm-up: {summary['accuracy_before_rl']:.3f}   "
-              f"after RL: {summary['accuracy_after_rl']:.3f}   (n={summary['eval_size']}, {summary['minutes']:.1f} min)")
+    for key in ("success", "return"):
+        if f"{key}_before_rl" in summary:
+            print(f"held-out {key} before RL: {summary[f'{key}_before_rl']:.3f}   after RL: "
+                  f"{summary[f'{key}_after_rl']:.3f}   (n={summary['eval_size']}, {summary['minutes']:.1f} min)")
     print(f"run directory: {cfg.run_dir}  (metrics.jsonl, curves.png, tensorboard/, checkpoints/)")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mmrl.trainer.loop import Trainer
+    """Evaluate without side effects: builds the policy and the eval envs only, and writes nothing into the run."""
+    from mmrl.trainer import checkpoint as ckpt
+    from mmrl.trainer.build import evaluate_run
 
     cfg = _load(args)
-    cfg.train.resume = True
-    result = Trainer(cfg, show_progress=False).evaluate()
-    print(json.dumps(result, indent=2))
+    latest = ckpt.latest_checkpoint(cfg.run_dir)
+    result = evaluate_run(cfg, latest)
+    print(json.dumps({"checkpoint": str(latest) if latest else None, **result}, indent=2))
     return 0
 
 
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.fn(args)
-    except (ConfigError, FileNotFoundError, KeyError) as e:
+    except (ConfigError, FileNotFoundError) as e:
         print(f"mmrl: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
 

@@ -28,6 +28,12 @@ class ConfigError(ValueError):
 
 # ----------------------------------------------------------------------------------------------------------------- schema
 @dataclass
+class PolicyConfig:
+    kind: str = "vlm"  # policy family in the mmrl.policies registry: vlm (a Hugging Face VLM, set up by `model`) | mlp (actor-critic MLPs)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the family's own options, checked by its config class (mlp: hidden, log_std_init, normalize_obs)
+
+
+@dataclass
 class ModelConfig:
     path: str = "runs/tiny-qwen2_5_vl"  # local Hugging Face checkpoint directory (never fetched from a hub)
     build_tiny: bool = False  # build the offline tiny Qwen2.5-VL into `path` first if it does not exist
@@ -44,7 +50,9 @@ class EnvConfig:
     id: str = "synthetic_vqa"  # env name in the envs registry (envs.make)
     kwargs: dict[str, Any] = field(default_factory=dict)  # constructor arguments, checked by the env's own config class
     eval_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides for the held-out eval env (e.g. another split)
-    max_turns: int = 1  # turns per episode before the collector truncates it
+    max_turns: int | None = 1  # steps (turns) per episode before the collector truncates it; None = the env decides
+    pool: str = "sync"  # sync: envs in this process (Gymnasium SyncVectorEnv) | async: one worker process per env (AsyncVectorEnv)
+    normalize_reward: bool = False  # training envs: divide rewards by the running std of the discounted return (gamma = algo.gamma), clip to [-10, 10]
 
 
 @dataclass
@@ -53,7 +61,8 @@ class RolloutConfig:
     top_p: float = 1.0  # nucleus sampling threshold (1.0 = off)
     top_k: int = 0  # top-k sampling (0 = off)
     max_new_tokens: int = 32  # generation budget per turn
-    batch_size: int = 64  # sequences generated together in one call (memory knob)
+    batch_size: int = 64  # envs in the pool, acted on together in one policy call (memory knob); the eval pool has as many
+    horizon: int = 0  # env steps per env per rollout, episodes continuing across rollouts (PPO on Gymnasium tasks); 0 = whole episodes, prompts_per_step x group_size of them
 
 
 @dataclass
@@ -68,6 +77,7 @@ class AlgoConfig:
     lr: float = 1e-4  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping norm
+    lr_decay: bool = False  # decay every learning rate linearly to 0 over train.steps (CleanRL's anneal_lr)
     clip_low: float | None = None  # lower clip epsilon; None = the loss's default (ppo_clip 0.2, gspo 3e-4, cispo no bound)
     clip_high: float | None = None  # upper clip epsilon (clip-higher, DAPO https://arxiv.org/abs/2503.14476); None = the loss's default (0.28, 4e-4, 4.0)
     kl_coef: float = 0.0  # coefficient of the KL-to-reference loss term; 0 loads no reference model
@@ -110,7 +120,7 @@ class WarmupConfig:
 class TrainConfig:
     steps: int = 50  # RL steps (one rollout batch + its PPO epochs each)
     eval_every: int = 25  # held-out evaluation period in steps (0 = only at the end)
-    eval_size: int = 200  # held-out questions per evaluation
+    eval_size: int = 200  # held-out episodes per evaluation (env seeds 0..eval_size-1, greedy / the policy's mode)
     save_every: int = 25  # checkpoint period in steps (0 = only at the end)
     log_every: int = 1  # metrics period in steps
     resume: bool = False  # resume from the latest checkpoint in the run directory
@@ -120,7 +130,7 @@ class TrainConfig:
 
 @dataclass
 class JudgeConfig:
-    kind: str = "generative"  # generative: a VLM grades each answer (rewards.judges.GenerativeJudge) | process: a VLM scores each reasoning step (ProcessRewardJudge + VLMStepScorer)
+    kind: str = "generative"  # generative: a VLM grades each answer (rewards.GenerativeJudge over mmrl.policies.vlm.judge.PolicyEngine) | process: a VLM scores each reasoning step (rewards.ProcessRewardJudge + mmrl.policies.vlm.judge.VLMStepScorer)
     path: str = ""  # local checkpoint directory of the judge model (loaded like model.path; never fetched)
     mode: str = "score"  # generative: score (a 0-10 grade, normalised to [0, 1]) | compare (1 if the judge says "same" as the reference)
     max_new_tokens: int = 64  # generative: the judge's reply budget
@@ -137,6 +147,7 @@ class RunConfig:
     name: str = "run"  # run name: outputs go to <train.output_dir>/<name>
     seed: int = 0  # global seed (torch, numpy, python, env seeds)
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})  # reward name -> weight (rewards registry)

@@ -1,109 +1,89 @@
-"""Data types that flow between envs, the rollout collector, policies and the learner.
+"""Data types that flow between envs, the rollout collector, policies and the learner (the bottom layer: no torch import).
 
-The learner only ever sees :class:`Batch`: log-prob tensors ``[B, L]`` with masks and advantages. What ``L`` means (tokens
-for a VLM, denoising steps x action dims for a flow policy) and what the model needs to recompute log-probs
-(``model_inputs``) is the policy's business.
+A :class:`Trajectory` is family-blind: steps of observation, action, reward, terminated / truncated, info and the
+policy's private record. The policy family's ``collate`` turns trajectories into a :class:`Batch`, the only thing the
+learner sees: log-prob tensors ``[B, L]`` with masks and advantages. What ``L`` means (tokens for a VLM, env steps for an
+MLP, denoising steps x action dims for a flow policy) and what the model needs to recompute log-probs (``model_inputs``)
+is the family's business.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-
-@dataclass
-class Observation:
-    """One observation from an env, as the ``obs`` dict of the Gymnasium API carries it.
-
-    Example:
-        >>> obs = Observation.from_dict({"text": "How many circles?", "images": []})
-    """
-
-    text: str  # the new user-turn text
-    images: list[Any] = field(default_factory=list)  # RGB uint8 arrays [H, W, 3] or PIL images
-    video: list[Any] | None = None  # frames of one clip, each [H, W, 3]
-    state: np.ndarray | None = None  # proprioceptive state, float [S]
-
-    @classmethod
-    def from_dict(cls, obs: dict[str, Any]) -> Observation:
-        """Build from an env's observation dict; a missing ``text`` is an error naming the field."""
-        if "text" not in obs:
-            raise KeyError("observation is missing the field 'text'")
-        return cls(
-            text=str(obs["text"]),
-            images=list(obs.get("images") or []),
-            video=obs.get("video"),
-            state=obs.get("state"),
-        )
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 @dataclass
-class Turn:
-    """One agent turn: the tokens the env added, what the policy generated, and what it earned."""
+class Step:
+    """One env step: what the policy saw, what it did and what came back."""
 
-    prompt_ids: list[int]  # tokens appended before generation this turn (chat template + observation), [P]
-    images: list[Any]  # images introduced this turn, aligned with the image-pad runs in prompt_ids
-    response_ids: list[int]  # generated tokens, [R]
-    response_logprobs: list[float]  # behaviour log-probs of response_ids, [R]
-    response_text: str  # decoded response (the env's action)
-    reward: float = 0.0  # reward the env returned for this turn
-    extras: dict[str, Any] = field(default_factory=dict)  # policy-side cache for recompute (e.g. processed images)
+    observation: Any  # the observation the action was taken on (an env's obs dict, or a state array)
+    action: Any  # what the env received (model text, an action array, a chunk [H, A])
+    logp: float  # behaviour log-prob of the action under the policy that sampled it (summed over its parts)
+    record: Any  # the policy family's private record of the step (for collate: token ids, normalised obs, ...)
+    version: int = 0  # policy version (optimizer steps taken) that produced the action
+    reward: float = 0.0  # reward of the step (the env's, or the trainer's scoring stage when the env defers it)
+    terminated: bool = False  # the MDP ended with this step
+    truncated: bool = False  # the env cut the episode with this step (time limit); the MDP goes on
+    info: dict[str, Any] = field(default_factory=dict)  # the env's info of this step
 
 
 @dataclass
 class Trajectory:
-    """A multi-turn episode. Token ids of all turns concatenated form one sequence; only response tokens are trained."""
+    """An episode, or a fragment of one when a fixed-horizon rollout cut it (``ended`` False)."""
 
-    turns: list[Turn]
-    group_id: int  # trajectories with the same group id share a prompt/seed (GRPO groups)
-    success: bool = False
-    info: dict[str, Any] = field(default_factory=dict)  # the env's final info (ground truth, reward parts)
+    steps: list[Step]
+    group_id: int = 0  # trajectories with the same group id share a prompt/seed (GRPO groups)
+    env_index: int = 0  # pool slot that played it
+    info: dict[str, Any] = field(default_factory=dict)  # the env's reset info, updated with every step's info
+    final_observation: Any = None  # the observation after the last step (bootstraps a cut or truncated fragment)
 
     @property
     def reward(self) -> float:
-        """Episode return: the sum of turn rewards."""
-        return float(sum(t.reward for t in self.turns))
+        """Return of the trajectory: the sum of its step rewards."""
+        return float(sum(s.reward for s in self.steps))
 
     @property
-    def images(self) -> list[Any]:
-        """All images of the episode in the order their pad tokens appear."""
-        return [img for t in self.turns for img in t.images]
-
-    def token_ids(self) -> tuple[list[int], list[int], list[float]]:
-        """Concatenate the turns: ``(ids [T], loss_mask [T], behaviour_logprobs [T])``; mask is 1 on model tokens."""
-        ids: list[int] = []
-        mask: list[int] = []
-        logps: list[float] = []
-        for t in self.turns:
-            ids += t.prompt_ids + t.response_ids
-            mask += [0] * len(t.prompt_ids) + [1] * len(t.response_ids)
-            logps += [0.0] * len(t.prompt_ids) + list(t.response_logprobs)
-        return ids, mask, logps
+    def success(self) -> bool:
+        """The env's verdict (``info["success"]``) after the last step; False when the env reports none."""
+        return bool(self.info.get("success", False))
 
     @property
-    def response_length(self) -> int:
-        return sum(len(t.response_ids) for t in self.turns)
+    def terminated(self) -> bool:
+        """The MDP ended with the last step (no value to bootstrap)."""
+        return bool(self.steps) and self.steps[-1].terminated
+
+    @property
+    def ended(self) -> bool:
+        """The episode is over: terminated, or truncated (by the env's time limit or the collector's ``max_steps``).
+        A fixed-horizon rollout's fragment that goes on in the next rollout is neither."""
+        return bool(self.steps) and (self.steps[-1].terminated or self.steps[-1].truncated)
+
+    def __len__(self) -> int:
+        return len(self.steps)
 
 
 @dataclass
 class Batch:
     """What the learner consumes. Every tensor is aligned on ``[B, L]``; ``model_inputs`` is opaque to the learner.
 
-    ``L`` is the policy's log-prob axis: next-token positions for a VLM (``T - 1``), denoising steps x action dims for a
-    flow or diffusion policy.
+    ``L`` is the policy's log-prob axis: next-token positions for a VLM (``T - 1``), env steps for an MLP, denoising
+    steps x action dims for a flow or diffusion policy.
     """
 
-    model_inputs: dict[str, Any]  # whatever policy.log_prob needs (input ids, pixel values, noise chains, ...)
-    mask: torch.Tensor  # [B, L] 1 where a log-prob is trained (model tokens), 0 elsewhere
+    model_inputs: dict[str, Any]  # whatever policy.log_prob needs (input ids, pixel values, observations, ...)
+    mask: torch.Tensor  # [B, L] 1 where a log-prob is trained (model tokens, env steps), 0 elsewhere
     old_logp: torch.Tensor  # [B, L] behaviour log-probs recorded at rollout time
-    advantages: torch.Tensor  # [B] per sequence or [B, L] per token
-    rewards: torch.Tensor  # [B] sequence rewards (for logging and group statistics)
+    advantages: torch.Tensor  # [B] per row or [B, L] per position
+    rewards: torch.Tensor  # [B] row returns (for logging and group statistics)
     group_ids: torch.Tensor  # [B] long
+    step_rewards: torch.Tensor | None = None  # [B, L] each step's reward on that step's last position, 0 elsewhere
+    bootstrap_mask: torch.Tensor | None = None  # [B] 1 where the return goes on after the row (cut or time limit), 0 where it terminated
     ref_logp: torch.Tensor | None = None  # [B, L] reference-policy log-probs, only when a KL term is used
-    token_weights: torch.Tensor | None = None  # [B, L] optional per-token weights (e.g. visual dependency)
+    token_weights: torch.Tensor | None = None  # [B, L] optional per-position weights (e.g. visual dependency)
     returns: torch.Tensor | None = None  # [B, L] (or [B]) critic targets (e.g. GAE returns); the learner adds a value loss when set
     old_values: torch.Tensor | None = None  # [B, L] (or [B]) critic values recorded at rollout time (value clipping, explained variance)
 
@@ -112,30 +92,37 @@ class Batch:
 
     def select(self, idx: torch.Tensor | list[int]) -> Batch:
         """Rows ``idx`` of every tensor; ``model_inputs`` holds tensors indexed on dim 0 or per-sample lists."""
+        import torch
+
         idx_t = torch.as_tensor(idx, dtype=torch.long)
+        out = {f.name: _select_rows(getattr(self, f.name), idx_t) for f in fields(self) if f.name != "model_inputs"}
+        return Batch(model_inputs={k: _select_rows(v, idx_t) for k, v in self.model_inputs.items()}, **out)
 
-        def pick(x: Any) -> Any:
-            return None if x is None else x[idx_t]
+    def positions_as_rows(self, model_inputs: dict[str, Any]) -> Batch:
+        """Every masked position as a row of its own (``L = 1``), in row-major order.
 
-        model_inputs = {k: _select_rows(v, idx_t) for k, v in self.model_inputs.items()}
-        return Batch(
-            model_inputs=model_inputs,
-            mask=self.mask[idx_t],
-            old_logp=self.old_logp[idx_t],
-            advantages=self.advantages[idx_t],
-            rewards=self.rewards[idx_t],
-            group_ids=self.group_ids[idx_t],
-            ref_logp=pick(self.ref_logp),
-            token_weights=pick(self.token_weights),
-            returns=pick(self.returns),
-            old_values=pick(self.old_values),
-        )
+        For families whose log-prob at one position does not depend on the other positions of its row (an MLP's env
+        steps): the advantages are computed along the rows, then minibatches shuffle single positions, as CleanRL's
+        PPO does. ``model_inputs`` are the family's inputs laid out the same way (one row per masked position).
+        """
+        keep = self.mask.bool()  # [B, L]
+        rows = keep.nonzero(as_tuple=True)[0]  # [S] the row of each kept position
+
+        def per_position(x: Any) -> Any:
+            if x is None:
+                return None
+            return x[keep].unsqueeze(-1) if x.dim() == 2 else x[rows]  # [B, L] -> [S, 1]; [B] -> [S]
+
+        out = {f.name: per_position(getattr(self, f.name)) for f in fields(self) if f.name != "model_inputs"}
+        return replace(self, model_inputs=model_inputs, **out)
 
 
 def _select_rows(value: Any, idx: torch.Tensor) -> Any:
     """Index dim 0 of a tensor or the elements of a per-sample list; anything else (a scalar setting) is shared."""
-    if isinstance(value, torch.Tensor):
-        return value[idx]
+    if value is None:
+        return None
     if isinstance(value, list):
         return [value[i] for i in idx.tolist()]
+    if hasattr(value, "index_select"):  # a tensor
+        return value[idx]
     return value

@@ -23,7 +23,7 @@ from gymnasium import spaces
 import rewards
 from envs.transforms import Augmentation, AugmentContext, parse_augment
 from mmrl.config import ConfigError
-from rewards.extract import answer_span
+from rewards import answer_span
 
 ACTION_CHARSET = frozenset(string.printable)  # what action_space.sample() draws from; step accepts any str
 
@@ -133,6 +133,7 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
         max_action_length: int,
         require_tags: bool = True,
         augment: list[dict[str, Any]] | None = None,
+        defer_rewards: bool = False,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode: '{render_mode}' is not supported (use 'rgb_array' or null)")
@@ -142,6 +143,7 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
             raise ConfigError(f"max_action_length: must be >= 1, got {max_action_length}")
         self.render_mode = render_mode
         self.require_tags = require_tags
+        self.defer_rewards = defer_rewards
         self.reward_weights = dict(reward_weights)
         self._reward_fn = rewards.composite(self.reward_weights)  # unknown reward names fail here, at construction
         self.augment: list[Augmentation] = parse_augment(augment or [])
@@ -205,7 +207,9 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
 
         Returns ``(obs, reward, terminated=True, truncated=False, info)``; ``obs`` is ``{"text": "", "images": ()}``
         (no next turn); ``info`` has ``answer``, ``parsed_answer``, ``success``, ``reward_parts`` and the reset extras.
-        Malformed text is scored by the reward functions (their minimum); it never raises.
+        Malformed text is scored by the reward functions (their minimum); it never raises. With ``defer_rewards`` the
+        reward functions are not called: the reward is 0, ``reward_parts`` is absent and ``info["reward_columns"]``
+        holds the columns they would have been given (a trainer scores a whole rollout batch in one call each).
         """
         if self._episode is None:
             raise gym.error.ResetNeeded(f"{type(self).__name__}.step() called before reset()")
@@ -219,7 +223,6 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
         # what the rewards see: the ground truth, and for model judges the question and the images the policy saw
         columns = {"answer": [ep.answer], "require_tags": [self.require_tags], "question": [ep.text],
                    "images": [list(ep.images)], **{k: [v] for k, v in ep.columns.items()}}  # fmt: skip
-        total, parts = self._reward_fn([action], **columns)
         span = answer_span(action)
         self._done = True
         info = {
@@ -227,9 +230,13 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
             "parsed_answer": span.strip() if span is not None else None,
             # success is the accuracy reward's verdict: one definition of "correct" across envs and rewards
             "success": rewards.get("accuracy")([action], **columns)[0] >= 1.0,
-            "reward_parts": {name: float(values[0]) for name, values in parts.items()},
             **_copy(ep.info),
         }
+        if self.defer_rewards:
+            info["reward_columns"] = {k: v[0] for k, v in columns.items()}
+            return {"text": "", "images": ()}, 0.0, True, False, info
+        total, parts = self._reward_fn([action], **columns)
+        info["reward_parts"] = {name: float(values[0]) for name, values in parts.items()}
         return {"text": "", "images": ()}, float(total[0]), True, False, info
 
     def render(self) -> np.ndarray | None:

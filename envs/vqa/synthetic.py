@@ -110,6 +110,7 @@ class SyntheticVQAConfig:
     seed: int | None = None  # seeds the env's generator at construction (reset(seed=...) reseeds); None = fresh entropy
     prompt_template: str = "{question} Answer with <answer>{hint}</answer>."  # {question} {hint} {choices}; see HINTS
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})  # reward name -> weight (rewards.get)
+    defer_rewards: bool = False  # step() returns reward 0 and the reward inputs in info["reward_columns"] (a trainer scores whole batches)
     max_action_length: int = 1024  # action_space max length in characters (longer text is still accepted by step)
     require_tags: bool = True  # answers count only inside <answer></answer> (the prompt asks for them); a reward column
     render_mode: str | None = "rgb_array"  # rgb_array (render() returns the current image) | null
@@ -211,7 +212,8 @@ class SyntheticVQAEnv(VQAEnv):
         if cfg.layout == "grid" and cells < needed:
             raise ConfigError(f"layout: grid has {cells} cells of {GRID_CELL} px, too few for max_count={cfg.max_count}")
         prompts = [self._format(*q) for q in self._all_questions()]  # also validates prompt_template
-        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags, cfg.augment)
+        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags, cfg.augment,
+                         cfg.defer_rewards)
         self._check_augment()
         self.observation_space = spaces.Dict(
             {

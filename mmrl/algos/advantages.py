@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -332,8 +333,10 @@ def token_gae(
     lam: float = 0.95,
     kl: Tensor | None = None,
     kl_coef: float = 0.0,
+    bootstrap: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """:func:`gae` along the generated tokens of each sequence (PPO with a value model, as verl's critic path).
+    """:func:`gae` along the masked positions of each row: the generated tokens of a sequence (PPO with a value model,
+    as verl's critic path), or the env steps of an MLP's trajectory.
 
     The masked tokens of a row, in order, form one episode: env/prompt tokens between turns are skipped (they are not
     actions), so ``V_{t+1}`` of a turn's last token is the value at the next turn's first generated token, and the
@@ -348,6 +351,9 @@ def token_gae(
         lam: GAE lambda (1.0 = Monte Carlo returns minus the value baseline).
         kl: optional ``[B, L]`` per-token KL to the reference, subtracted from the rewards with ``kl_coef``.
         kl_coef: coefficient of the in-reward KL penalty.
+        bootstrap: optional ``[B]`` value of what follows each row's last masked position, for rows whose return goes
+            on (a time-limit truncation, a fixed-horizon fragment; 0 where the episode terminated). Folded into the last
+            reward as ``r += gamma * bootstrap`` with the row still done there: the rule stated in :func:`gae`.
     Returns:
         ``(advantages [B, L], returns [B, L])``, 0 outside the mask.
     """
@@ -355,6 +361,8 @@ def token_gae(
     r = rewards if rewards.dim() == 2 else last_token_rewards(rewards, m)
     if kl is not None and kl_coef != 0.0:
         r = r - kl_coef * kl
+    if bootstrap is not None:
+        r = r + gamma * last_token_rewards(bootstrap.to(r.dtype), m)
     zero = torch.zeros((), dtype=r.dtype, device=r.device)
     order = torch.sort((~m).to(torch.int8), dim=1, stable=True).indices  # [B, L] masked positions first, in order
     packed_m = m.gather(1, order)  # [B, L] a prefix of n_b trues per row
@@ -502,3 +510,45 @@ def step_episode(
     sinv = _step_group_index(group_ids, step_traj_index, keys)  # step groups: (episode group, t)
     a_step = _group_relative(ret, sinv, int(sinv.max()) + 1 if sinv.numel() else 0, scale, eps)  # [S]
     return w_ep * a_ep[step_traj_index] + w_step * a_step
+
+
+# ---------------------------------------------------------------------------------------------- one trainer signature
+@dataclass
+class AdvantageInputs:
+    """Everything an estimator may read, for any policy family; the trainer fills what the run has."""
+
+    rewards: Tensor  # [B] row returns (outcome estimators)
+    step_rewards: Tensor  # [B, L] each step's reward on its last position (token/step-level estimators)
+    mask: Tensor  # [B, L] trained positions
+    group_ids: Tensor  # [B] GRPO groups
+    values: Tensor | None = None  # [B, L] critic values at rollout time (gae)
+    bootstrap: Tensor | None = None  # [B] value after each row's last position where its return goes on, else 0 (gae)
+    kl: Tensor | None = None  # [B, L] per-position KL to the reference, subtracted from the rewards with kl_coef
+    kl_coef: float = 0.0  # in-reward KL coefficient
+    gamma: float | None = None  # discount; None = 1.0 (the token estimators' default)
+    lam: float = 0.95  # GAE lambda
+    eps: float = 1e-6  # std epsilon of group normalisation
+
+
+Estimate = Callable[[AdvantageInputs], tuple[Tensor, Tensor | None]]  # -> (advantages [B] or [B, L], returns or None)
+
+
+def _gamma(x: AdvantageInputs) -> float:
+    return 1.0 if x.gamma is None else x.gamma
+
+
+def _outcome(fn: Callable[..., Tensor]) -> Estimate:
+    return lambda x: (fn(x.rewards, x.group_ids, eps=x.eps), None)
+
+
+# name -> the estimator called through one signature: the trainer never branches on an estimator's name or family.
+# The step family (gigpo, step_episode) joins when a multi-turn env gives it anchor observations.
+ESTIMATE: dict[str, Estimate] = {
+    **{name: _outcome(_REGISTRY[name]) for name in ("grpo", "dr_grpo", "mean_only", "rloo")},
+    "reinforce_pp": lambda x: (reinforce_pp(x.step_rewards, x.mask, x.kl, x.kl_coef, _gamma(x)), None),
+    "reinforce_pp_baseline": lambda x: (
+        reinforce_pp_baseline(x.rewards, x.group_ids, x.mask, x.kl, x.kl_coef, _gamma(x)), None),
+    "gae": lambda x: token_gae(x.step_rewards, x.values, x.mask, _gamma(x), x.lam, x.kl, x.kl_coef, x.bootstrap),
+}
+CRITIC = frozenset({"gae"})  # estimators that need a value model
+PER_POSITION_REWARDS = frozenset({"reinforce_pp", "reinforce_pp_baseline", "gae"})  # can take KL in the rewards

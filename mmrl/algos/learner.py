@@ -4,17 +4,16 @@ The learner sees a :class:`~mmrl.types.Batch` (log-prob tensors ``[B, L]`` with 
 recomputes ``log_prob(batch)`` with grad; it never sees model-specific inputs. The advantage estimator and the policy
 loss are looked up by name in their registries (:mod:`mmrl.algos.advantages`, :mod:`mmrl.algos.losses`).
 
-PPO with a critic: when the batch carries ``returns`` (and ``old_values`` for value clipping and explained variance),
-the loss gains ``vf_coef * value_loss(policy.value(mb), returns)`` (:func:`mmrl.algos.losses.value_loss`); the policy
-then implements ``value(batch) -> [B, L]``, and either its ``model`` holds the critic's parameters too (the MLP
-actor-critics) or ``policy.critic`` is a separate module (the VLM value model), optimised in its own parameter group
-at ``algo.critic_lr`` and gradient-clipped on its own. With ``algo.kl_target``
+PPO with a critic: the critic (:class:`mmrl.policies.base.Critic`) is passed in explicitly. When the batch carries
+``returns`` (and ``old_values`` for value clipping and explained variance), the loss gains
+``vf_coef * value_loss(critic.value(mb), returns)`` (:func:`mmrl.algos.losses.value_loss`); the critic is optimised in
+its own parameter group at ``algo.critic_lr`` and gradient-clipped on its own, as a separate model. With ``algo.kl_target``
 the KL-to-reference coefficient adapts (:class:`mmrl.algos.kl.AdaptiveKLController`, starting from ``algo.kl_coef``)
 after every update from the measured ``kl_ref``; with ``algo.kl_in_reward`` the trainer measures the KL and calls
 ``learner.kl_ctl.update(mean_kl, n_steps)`` itself, reading the coefficient from ``learner.kl_ctl.value``.
 
 Example:
-    >>> learner = Learner(policy, AlgoConfig(loss="ppo_clip", epochs=2))
+    >>> learner = Learner(policy, AlgoConfig(loss="ppo_clip", epochs=2), critic=None)
     >>> stats = learner.update(batch)
 """
 
@@ -38,13 +37,13 @@ logger = logging.getLogger(__name__)
 class Learner:
     """PPO-style epochs of minibatch updates over one rollout batch."""
 
-    def __init__(self, policy: Any, cfg: AlgoConfig, parameters: list[torch.nn.Parameter] | None = None) -> None:
+    def __init__(self, policy: Any, cfg: AlgoConfig, critic: Any = None) -> None:
         self.policy = policy
+        self.critic = critic
         self.cfg = cfg
         self.loss_fn = losses.get(cfg.loss)
-        params = parameters if parameters is not None else [p for p in policy.model.parameters() if p.requires_grad]
+        params = [p for p in policy.parameters() if p.requires_grad]
         self.params = params
-        critic = getattr(policy, "critic", None)  # a separate value model (VLMCritic), trained at algo.critic_lr
         self.critic_params = [p for p in critic.parameters() if p.requires_grad] if critic is not None else []
         groups = [{"params": params}]
         if self.critic_params:
@@ -69,18 +68,18 @@ class Learner:
         """Policy loss + value loss + KL-to-reference + entropy bonus on one minibatch (the method's math in one place)."""
         cfg = self.cfg
         logp, mask, entropy = self.policy.log_prob(mb, with_entropy=True)  # [B, L] each
-        train_mask = mask
-        if cfg.top_entropy_q < 1.0:  # "80/20": only the highest-entropy tokens get gradient
-            train_mask = losses.top_entropy_mask(entropy.detach(), mask, cfg.top_entropy_q)
         token_weights = mb.token_weights.to(logp.device) if mb.token_weights is not None else None
+        if cfg.top_entropy_q < 1.0:  # "80/20": only the highest-entropy tokens get gradient; the normaliser stays `mask`
+            top = losses.top_entropy_mask(entropy.detach(), mask, cfg.top_entropy_q).to(logp.dtype)  # [B, L] 0/1
+            token_weights = top if token_weights is None else token_weights * top
         adv = mb.advantages.to(logp.device)  # [B] or [B, L]
         if cfg.norm_adv:  # per-minibatch whitening, as CleanRL's norm_adv
             adv_mask = mask.bool().any(-1) if adv.dim() == 1 else mask  # [B] sequences or [B, L] tokens
             adv = masked_whiten(adv, adv_mask)
-        loss, stats = self.loss_fn(logp, mb.old_logp.to(logp.device), adv, train_mask,
+        loss, stats = self.loss_fn(logp, mb.old_logp.to(logp.device), adv, mask,
                                    token_weights=token_weights, **self.loss_kwargs())  # fmt: skip
         if mb.returns is not None:  # critic: (V - R)^2 / 2, optionally clipped around V_old (CleanRL clip_vloss)
-            values = self.policy.value(mb)  # [B, L]
+            values = self.critic.value(mb)  # [B, L]
             old_values = mb.old_values.to(values.device) if mb.old_values is not None else None
             v_loss, v_stats = losses.value_loss(values, mb.returns.to(values.device), mask, old_values, cfg.vf_clip,
                                                 cfg.agg, cfg.agg_constant)  # fmt: skip
@@ -101,11 +100,11 @@ class Learner:
         """``cfg.epochs`` passes over ``batch`` in shuffled minibatches; returns the mean of each diagnostic."""
         if self.cfg.kl_coef and batch.ref_logp is None:
             raise ValueError("algo.kl_coef > 0 but the batch has no ref_logp (the trainer computes it)")
-        if batch.returns is not None and not callable(getattr(self.policy, "value", None)):
-            raise ValueError("the batch carries returns but the policy has no value(batch) critic")
-        self.policy.model.train()
-        if self.critic_params:
-            self.policy.critic.train()
+        if batch.returns is not None and self.critic is None:
+            raise ValueError("the batch carries returns but the learner has no critic")
+        self.policy.train()
+        if self.critic is not None:
+            self.critic.train()
         sums: dict[str, float] = defaultdict(float)
         count = 0
         B = len(batch)

@@ -1,5 +1,5 @@
-"""Checkpoints: the policy as a normal Hugging Face directory (loadable by ``load_policy``) plus the trainer state
-(optimizer, RNG states, step) so that a resumed run continues exactly where it stopped.
+"""Checkpoints: the policy as its family saves it (a VLM: a normal Hugging Face directory, loadable by ``load_policy``)
+plus the trainer state (optimizer, RNG states, step) so that a resumed run continues exactly where it stopped.
 
 Layout: ``<run_dir>/checkpoints/step_000040/{config.json, model.safetensors, tokenizer..., trainer_state.pt}``.
 """
@@ -34,13 +34,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_policy(policy: Any, path: Path) -> None:
-    """The policy as a normal Hugging Face checkpoint directory (model, tokenizer, image processor)."""
-    policy.model.save_pretrained(path)
-    policy.tokenizer.save_pretrained(path)
-    policy.encoder.image_processor.save_pretrained(path)
-
-
 def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: torch.optim.Optimizer, extra: dict[str, Any],
                     keep: int = 2) -> Path:  # fmt: skip
     """Write checkpoint ``step`` and delete all but the ``keep`` most recent ones."""
@@ -49,7 +42,7 @@ def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: torch.opti
     tmp = root / f".tmp_step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_policy(policy, tmp)
+    policy.save(tmp)
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra}, tmp / "trainer_state.pt")
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)  # a crash mid-save never leaves a half-written step_* directory

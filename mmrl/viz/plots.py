@@ -6,7 +6,8 @@ from pathlib import Path
 
 from mmrl.trainer.logging import read_metrics
 
-DEFAULT_KEYS = ("reward/mean", "eval/accuracy", "loss", "approx_kl", "clipfrac", "entropy")
+DEFAULT_KEYS = ("reward/mean", "episode/return_recent", "eval/success", "eval/return", "loss", "approx_kl", "clipfrac",
+                "entropy", "explained_variance")
 
 
 def plot_curves(metrics_path: str | Path, out_path: str | Path, keys: tuple[str, ...] = DEFAULT_KEYS) -> Path:

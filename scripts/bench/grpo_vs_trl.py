@@ -123,6 +123,7 @@ def worker_mmrl(model_dir: str, steps: int, out_dir: str) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from mmrl.policies.vlm import response_length
     from mmrl.trainer.loop import Trainer, peak_rss_mib
 
     cfg = run_config(model_dir, out_dir, steps)
@@ -147,9 +148,10 @@ def worker_mmrl(model_dir: str, steps: int, out_dir: str) -> dict[str, Any]:
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         trainer.step += 1  # Trainer.fit advances the step (it seeds the next step's prompts and sampling)
         trajs = seen[-1]
-        lengths = [t.response_length for t in trajs]
-        digest = prompt_digest([(t.turns[0].prompt_ids, b"".join(np.asarray(im).tobytes() for im in t.turns[0].images))
-                                for t in trajs])  # fmt: skip
+        lengths = [response_length(t) for t in trajs]
+        turns = [t.steps[0].record for t in trajs]
+        digest = prompt_digest([(turn.prompt_ids, b"".join(np.asarray(im).tobytes() for im in turn.images))
+                                for turn in turns])  # fmt: skip
         rows.append({"step_s": dt, "step_cpu_s": cpu, "rollout_s": stats["time/collect_s"], "completions": len(trajs),
                      "completion_tokens": int(sum(lengths)), "max_completion_len": max(lengths),
                      "optimizer_steps": opt_steps[0] - before, "prompt_digest": digest,
@@ -162,7 +164,7 @@ def worker_mmrl(model_dir: str, steps: int, out_dir: str) -> dict[str, Any]:
               "lr": a.lr, "kl_coef": a.kl_coef, "max_new_tokens": r.max_new_tokens, "temperature": r.temperature,
               "rollout_batch_size": r.batch_size, "rewards": dict(cfg.rewards),
               "torch_threads": torch.get_num_threads(), "dtype": cfg.model.dtype}  # fmt: skip
-    trainer.collector.close()
+    trainer.close()
     trainer.metrics.close()
     return {
         "rows": rows,

@@ -1,8 +1,10 @@
 """PPO with a critic: value loss and explained variance by hand, the learner's critic and adaptive-KL paths, the
-collector's terminated/truncated bootstrap rule against an independent computation, and a short CartPole run that
-provably learns."""
+collector + trainer's terminated/truncated bootstrap rule against an independent computation, and short CartPole and
+Pendulum runs through the one Trainer that provably learn."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -13,10 +15,17 @@ from mmrl.algos import losses
 from mmrl.algos.advantages import masked_whiten
 from mmrl.algos.kl import AdaptiveKLController
 from mmrl.algos.learner import Learner
-from mmrl.config import AlgoConfig
-from mmrl.policies.mlp import CategoricalMLPPolicy, GaussianMLPPolicy, mlp_policy_for
-from mmrl.rollout.gym_loop import GymCollector, make_vec_env
+from mmrl.config import AlgoConfig, load_config
+from mmrl.policies.base import Action, SamplingParams
+from mmrl.policies.mlp import GaussianMLPPolicy
+from mmrl.policies.mlp.policy import MLPCritic
+from mmrl.rollout.collector import Collector
+from mmrl.rollout.pool import EnvPool
+from mmrl.trainer.logging import read_metrics
+from mmrl.trainer.loop import Trainer
 from mmrl.types import Batch
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -70,19 +79,22 @@ def test_explained_variance_matches_numpy():
 
 
 # ------------------------------------------------------------------------------------------------------- learner
-def _gaussian_batch(policy: GaussianMLPPolicy, B: int = 16, seed: int = 0) -> Batch:
+def _gaussian_batch(policy: GaussianMLPPolicy, critic: MLPCritic, B: int = 16, seed: int = 0) -> Batch:
+    """``B`` rows of one step each (``L = 1``), returns = V + 2 * obs_0."""
     g = torch.Generator().manual_seed(seed)
     obs = torch.randn(B, 3, generator=g)
-    actions, logp = policy.act(obs)
-    values = policy.predict_values(obs)
-    return Batch(model_inputs={"obs": obs, "actions": actions}, mask=torch.ones(B, 1), old_logp=logp.unsqueeze(-1),
-                 advantages=torch.randn(B, generator=g), rewards=torch.zeros(B), group_ids=torch.arange(B),
-                 returns=(values + 2 * obs[:, 0]).unsqueeze(-1), old_values=values.unsqueeze(-1))  # fmt: skip
+    acts = policy.act(list(obs.numpy()), SamplingParams())
+    batch = Batch(model_inputs={"obs": obs.unsqueeze(1), "actions": torch.stack([a.record[1] for a in acts]).unsqueeze(1)},
+                  mask=torch.ones(B, 1), old_logp=torch.tensor([[a.logp] for a in acts]),
+                  advantages=torch.randn(B, generator=g), rewards=torch.zeros(B), group_ids=torch.arange(B))  # fmt: skip
+    with torch.no_grad():
+        values = critic.value(batch)  # [B, 1]
+    batch.returns, batch.old_values = values + 2 * obs[:, :1], values
+    return batch
 
 
 def test_batch_select_carries_critic_fields():
-    policy = GaussianMLPPolicy(3, 1)
-    batch = _gaussian_batch(policy)
+    batch = _gaussian_batch(GaussianMLPPolicy(3, 1), MLPCritic(3))
     sub = batch.select([3, 1])
     torch.testing.assert_close(sub.returns, batch.returns[[3, 1]])
     torch.testing.assert_close(sub.old_values, batch.old_values[[3, 1]])
@@ -92,15 +104,15 @@ def test_batch_select_carries_critic_fields():
 
 def test_learner_minibatch_loss_adds_the_value_term():
     torch.manual_seed(0)
-    policy = GaussianMLPPolicy(3, 1)
-    batch = _gaussian_batch(policy)
+    policy, critic = GaussianMLPPolicy(3, 1), MLPCritic(3)
+    batch = _gaussian_batch(policy, critic)
     cfg = AlgoConfig(clip_low=0.2, clip_high=0.2, vf_coef=0.7, vf_clip=0.2, norm_adv=True, entropy_coef=0.01)
-    loss, stats = Learner(policy, cfg).minibatch_loss(batch)
+    loss, stats = Learner(policy, cfg, critic=critic).minibatch_loss(batch)
     # the same objective assembled by hand from the pure functions
     logp, mask, ent = policy.log_prob(batch, with_entropy=True)
     pg, _ = losses.ppo_clip(logp, batch.old_logp, masked_whiten(batch.advantages, torch.ones(16, dtype=torch.bool)),
                             mask, clip_low=0.2, clip_high=0.2)  # fmt: skip
-    vl, _ = losses.value_loss(policy.value(batch), batch.returns, mask, batch.old_values, clip=0.2)
+    vl, _ = losses.value_loss(critic.value(batch), batch.returns, mask, batch.old_values, clip=0.2)
     expected = pg + 0.7 * vl - 0.01 * ent.mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert stats["value_loss"] == pytest.approx(vl.item(), rel=1e-6)
@@ -108,31 +120,30 @@ def test_learner_minibatch_loss_adds_the_value_term():
 
 def test_learner_update_logs_critic_stats_and_fits_the_critic():
     torch.manual_seed(0)
-    policy = GaussianMLPPolicy(3, 1)
-    batch = _gaussian_batch(policy, B=64)
-    learner = Learner(policy, AlgoConfig(epochs=30, minibatch_size=16, lr=3e-3, vf_coef=1.0))
+    policy, critic = GaussianMLPPolicy(3, 1), MLPCritic(3)
+    batch = _gaussian_batch(policy, critic, B=64)
+    learner = Learner(policy, AlgoConfig(epochs=30, minibatch_size=16, lr=3e-3, vf_coef=1.0), critic=critic)
+    assert len(learner.optimizer.param_groups) == 2  # the critic is its own group (algo.critic_lr)
     first = learner.update(batch, generator=torch.Generator().manual_seed(0))
-    assert {"value_loss", "explained_variance", "grad_norm", "approx_kl", "clipfrac", "entropy"} <= set(first)
+    assert {"value_loss", "explained_variance", "grad_norm", "critic_grad_norm", "approx_kl", "clipfrac",
+            "entropy"} <= set(first)  # fmt: skip
     ev_before = losses.explained_variance(batch.old_values, batch.returns)
     assert first["explained_variance"] == pytest.approx(ev_before)
     with torch.no_grad():
-        after = losses.explained_variance(policy.value(batch), batch.returns)
+        after = losses.explained_variance(critic.value(batch), batch.returns)
     assert after > 0.5 > ev_before  # the critic regressed onto the returns
 
 
 def test_learner_refuses_returns_without_a_critic():
-    class NoCritic:
-        model = torch.nn.Linear(1, 1)
-
-    batch = _gaussian_batch(GaussianMLPPolicy(3, 1))
-    with pytest.raises(ValueError, match="no value"):
-        Learner(NoCritic(), AlgoConfig()).update(batch)
+    batch = _gaussian_batch(GaussianMLPPolicy(3, 1), MLPCritic(3))
+    with pytest.raises(ValueError, match="no critic"):
+        Learner(GaussianMLPPolicy(3, 1), AlgoConfig()).update(batch)
 
 
 def test_learner_adaptive_kl_coefficient_follows_the_controller():
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(3, 1)
-    batch = _gaussian_batch(policy, B=8)
+    batch = _gaussian_batch(policy, MLPCritic(3), B=8)
     batch.returns = batch.old_values = None
     batch.ref_logp = batch.old_logp - 0.5  # a reference far from the policy: KL above target
     cfg = AlgoConfig(kl_coef=0.1, kl_target=0.01, kl_horizon=100, epochs=1, minibatch_size=8, lr=0.0)
@@ -173,30 +184,42 @@ class _TinyEnv(gym.Env):
         )
 
 
-class _FixedValues:
-    """A stand-in policy whose critic is ``V(s) = 0.3 s + 1`` and whose actions are all 0."""
+class _ZeroPolicy(GaussianMLPPolicy):
+    """The MLP family's collate with a constant action 0 (the env ignores actions)."""
+
+    def act(self, observations, params, states=None):
+        return [Action(0, 0.0, (torch.as_tensor(np.asarray(o, np.float32)), torch.zeros(1))) for o in observations]
+
+
+class _FixedCritic(MLPCritic):
+    """``V(s) = 0.3 s + 1``."""
 
     @staticmethod
     def v(obs: float) -> float:
         return 0.3 * obs + 1.0
 
-    def act(self, obs):
-        return torch.zeros(obs.shape[0], dtype=torch.long), torch.zeros(obs.shape[0])
+    def value(self, batch):
+        return 0.3 * batch.model_inputs["obs"][..., 0] + 1.0
 
-    def predict_values(self, obs):
-        return 0.3 * obs[:, 0] + 1.0
-
-    def env_action(self, actions):
-        return actions.numpy()
+    def final_value(self, batch):
+        return 0.3 * batch.model_inputs["final_obs"][:, 0] + 1.0
 
 
-def test_collector_bootstraps_truncation_not_termination():
-    """4 steps x 2 envs, episodes of 2 steps: env 0 truncates, env 1 terminates. Rows per env: steps 1-2 of episode 0,
-    the NEXT_STEP reset row (dropped), step 1 of episode 1 (cut by the rollout end: bootstrap from V(next obs))."""
+def test_trainer_bootstraps_truncation_and_cuts_not_termination():
+    """3 steps x 2 envs, episodes of 2 steps: env 0 truncates, env 1 terminates; the step after each episode starts a
+    new one that the rollout's end cuts (bootstrap from V(next obs)). No autoreset dummy row enters the batch."""
     gamma, lam = 0.9, 0.8
-    envs = gym.vector.SyncVectorEnv([lambda: _TinyEnv(2, terminate=False), lambda: _TinyEnv(2, terminate=True)])
-    batch, _ = GymCollector(envs, _FixedValues(), num_steps=4, gamma=gamma, lam=lam, seed=0).collect()
-    v = _FixedValues.v
+    fns = [lambda: _TinyEnv(2, terminate=False), lambda: _TinyEnv(2, terminate=True)]
+    pool = EnvPool(lambda: fns.pop(0)(), num_envs=2)
+    trajs = Collector(_ZeroPolicy(1, 1), pool).fragments(3, SamplingParams(), seed=0)
+    cfg = load_config(ROOT / "configs/cartpole_ppo.yaml", [f"algo.gamma={gamma}", f"algo.lam={lam}"])
+    trainer = Trainer.__new__(Trainer)  # the advantage stage alone, on a stand-in critic
+    trainer.cfg, trainer.critic, trainer.ref_policy = cfg, _FixedCritic(1), None
+    trainer.family = type("F", (), {"token_weights": None})
+    trainer.policy, trainer.step = _ZeroPolicy(1, 1), 0
+    batch = trainer.make_batch(trajs)
+    trainer.advantage(batch)
+    v = _FixedCritic.v
 
     def reference(states: list[float], rewards: list[float], last_value: float) -> list[float]:
         """A_t = sum_l (gamma lam)^l delta_{t+l} within one segment; the segment's last delta bootstraps last_value."""
@@ -206,37 +229,27 @@ def test_collector_bootstraps_truncation_not_termination():
         ]
         return [sum((gamma * lam) ** k * d for k, d in enumerate(deltas[t:])) for t in range(len(deltas))]
 
-    # env 0: episode 0 states 0, 1 (rewards 1, 2) truncated with final obs 2 -> bootstrap V(2); episode 1 state 10
-    # (reward 1.5) cut by the rollout end -> bootstrap V(11), the obs the collector holds
-    env0 = reference([0.0, 1.0], [1.0, 2.0], v(2.0)) + reference([10.0], [1.5], v(11.0))
-    # env 1: terminated -> V(final) = 0; episode 1 cut by the rollout end as above
-    env1 = reference([0.0, 1.0], [1.0, 2.0], 0.0) + reference([10.0], [1.5], v(11.0))
-    # batch rows are time-major over valid transitions: t0 (env0, env1), t1 (env0, env1), t3 (env0, env1)
-    expected = torch.tensor([env0[0], env1[0], env0[1], env1[1], env0[2], env1[2]])
-    assert len(batch) == 6
-    torch.testing.assert_close(batch.model_inputs["obs"][:, 0], torch.tensor([0.0, 0.0, 1.0, 1.0, 10.0, 10.0]))
-    torch.testing.assert_close(batch.advantages, expected)
-    torch.testing.assert_close(batch.returns.squeeze(-1), expected + batch.old_values.squeeze(-1))
-    torch.testing.assert_close(batch.old_values.squeeze(-1), torch.tensor([1.0, 1.0, 1.3, 1.3, 4.0, 4.0]))
+    # rows in the order trajectories end: env 0's episode 0 (states 0, 1, rewards 1, 2, truncated -> V(2)), env 1's
+    # episode 0 (terminated -> 0), then the open fragments: state 10, reward 1.5, cut -> V(11) (the obs held now)
+    expected = [reference([0.0, 1.0], [1.0, 2.0], v(2.0)), reference([0.0, 1.0], [1.0, 2.0], 0.0),
+                reference([10.0], [1.5], v(11.0)), reference([10.0], [1.5], v(11.0))]  # fmt: skip
+    assert [len(t) for t in trajs] == [2, 2, 1, 1] and [t.env_index for t in trajs] == [0, 1, 0, 1]
+    assert batch.bootstrap_mask.tolist() == [1.0, 0.0, 1.0, 1.0]
+    for row, exp in enumerate(expected):
+        torch.testing.assert_close(batch.advantages[row, : len(exp)], torch.tensor(exp))
+        torch.testing.assert_close(batch.returns[row, : len(exp)], torch.tensor(exp) + batch.old_values[row, : len(exp)])
+    pool.close()
 
 
 # ------------------------------------------------------------------------------------------------------ learning
-def test_ppo_learns_cartpole_quickly():
-    """~20k env steps of PPO-GAE with the shared learner lift CartPole's return far above random (~22)."""
-    torch.manual_seed(0)
-    envs = make_vec_env("CartPole-v1", num_envs=4, gamma=0.99, norm_obs=False, norm_reward=True)
-    policy = mlp_policy_for(envs.single_observation_space, envs.single_action_space)
-    assert isinstance(policy, CategoricalMLPPolicy)
-    cfg = AlgoConfig(epochs=4, minibatch_size=128, lr=2.5e-3, clip_low=0.2, clip_high=0.2, vf_coef=0.5,
-                     max_grad_norm=0.5, norm_adv=True, entropy_coef=0.0)  # fmt: skip
-    learner = Learner(policy, cfg)
-    collector = GymCollector(envs, policy, num_steps=128, gamma=0.99, lam=0.95, seed=0)
-    gen = torch.Generator().manual_seed(0)
-    returns: list[float] = []
-    for _ in range(40):
-        batch, stats = collector.collect()
-        learner.update(batch, generator=gen)
-        returns += stats["episode_returns"]
-    envs.close()
-    assert np.mean(returns[:10]) < 40  # it starts random ...
-    assert np.mean(returns[-10:]) > 120  # ... and learns: random play scores ~22
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ppo_learns_cartpole_through_the_trainer(tmp_path, seed):
+    """24 rollouts (12k env steps) of configs/cartpole_ppo.yaml through the one Trainer lift CartPole's return far above
+    random play (~22)."""
+    cfg = load_config(ROOT / "configs/cartpole_ppo.yaml", [f"seed={seed}", f"train.output_dir={tmp_path}",
+                                                            "train.steps=24", "train.eval_every=0", "train.save_every=0"])  # fmt: skip
+    summary = Trainer(cfg, show_progress=False).fit()
+    rows = [r for r in read_metrics(cfg.run_dir / "metrics.jsonl") if "episode/return_mean" in r]
+    assert rows[0]["episode/return_mean"] < 40  # it starts random ...
+    assert rows[-1]["episode/return_recent"] > 120 and summary["return_after_rl"] > 120  # ... and learns
+    assert summary["env_steps"] == 24 * 4 * 128

@@ -29,9 +29,10 @@ def test_grpo_end_to_end_via_cli(tiny_model_path, tmp_path, capsys):
                     "tokens_per_s", "env_steps_per_s", "reward/accuracy/mean", "reward/format_answer/mean"):  # fmt: skip
             assert key in r, key
         assert r["entropy"] > 0
-    assert any("eval/accuracy" in r for r in rows if r["step"] == 2)
+    assert any("eval/success" in r and "eval/return" in r for r in rows if r["step"] == 2)
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary) >= {"accuracy_before_rl", "accuracy_after_rl", "eval_size", "minutes"}
+    assert set(summary) >= {"success_before_rl", "success_after_rl", "return_before_rl", "return_after_rl", "eval_size",
+                            "minutes"}  # fmt: skip
     assert summary["eval_size"] == 16
     assert (run / "curves.png").stat().st_size > 1000
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -41,8 +42,12 @@ def test_grpo_end_to_end_via_cli(tiny_model_path, tmp_path, capsys):
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) > len(before) // 2, "RL did not change most weight tensors"
     assert any(r["grad_norm"] > 0 and r["zero_std_groups"] < 1 for r in steps), "no step had a learning signal"
-    assert "held-out accuracy after warm-up" in capsys.readouterr().out
-    # `mmrl eval` evaluates the run's latest checkpoint: the same greedy accuracy the run reported last
+    assert "held-out success before RL" in capsys.readouterr().out
+    # `mmrl eval` evaluates the run's latest checkpoint: the same greedy success the run reported last, and it leaves
+    # every file of the run untouched (no config.json rewrite, no metrics, no reference model or checkpoint written)
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()}
     assert main(["eval", str(ROOT / "configs/quickstart.yaml"), *args[3:]]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["eval/accuracy"] == summary["accuracy_after_rl"]
+    assert result["eval/success"] == summary["success_after_rl"] and result["eval/return"] == summary["return_after_rl"]
+    assert result["checkpoint"].endswith("step_000003")
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()} == files

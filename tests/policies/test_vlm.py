@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmrl.policies.vlm import SamplingParams
-from mmrl.types import Batch, Trajectory, Turn
+from mmrl.policies.vlm import SamplingParams, response_length
+from mmrl.types import Step, Trajectory
 
 
 def _image(rng, h, w):
@@ -14,38 +14,32 @@ def _image(rng, h, w):
 
 
 def _two_turn_trajectories(policy, params):
-    """Four two-turn episodes with 0-2 images of different sizes per turn, sampled in one left-padded batch."""
+    """Four two-turn episodes with 0-2 images of different sizes per turn, sampled through ``act`` in one left-padded
+    batch per turn (the conversation carried as the episode's state)."""
     rng = np.random.default_rng(1)
-    convs, trajs = [], []
     first = [[_image(rng, 56, 56)], [_image(rng, 56, 84), _image(rng, 112, 56)], [], [_image(rng, 70, 40)]]
-    for imgs in first:
-        conv = policy.conversation()
-        ids, vision = conv.add_user("How many shapes are there?", imgs)
-        convs.append(conv)
-        trajs.append(Trajectory(turns=[Turn(ids, imgs, [], [], "", extras={"vision": vision})], group_id=0))
-    for turn_index in range(2):
-        gens = policy.generate([c.ids for c in convs], [c.vision for c in convs], params)
-        for conv, traj, g in zip(convs, trajs, gens):
-            t = traj.turns[-1]
-            t.response_ids, t.response_logprobs, t.response_text = g.ids, g.logprobs, g.text
-            conv.add_assistant(g.ids)
-            if turn_index == 0:
-                imgs = [_image(rng, 56, 56)] if len(traj.turns[0].images) % 2 else []
-                ids, vision = conv.add_user("Are you sure?", imgs)
-                traj.turns.append(Turn(ids, imgs, [], [], "", extras={"vision": vision}))
-    return convs, trajs
+    obs = [{"text": "How many shapes are there?", "images": tuple(imgs)} for imgs in first]
+    trajs = [Trajectory(steps=[], group_id=0) for _ in obs]
+    states = [None] * len(obs)
+    for _ in range(2):
+        actions = policy.act(obs, params, states)
+        for o, traj, a in zip(obs, trajs, actions):
+            traj.steps.append(Step(o, a.env_action, a.logp, a.record))
+        states = [a.state for a in actions]
+        obs = [{"text": "Are you sure?", "images": (_image(rng, 56, 56),) if len(f) % 2 else ()} for f in first]
+    return [a.state for a in actions], trajs
 
 
 def test_generation_logprobs_match_recompute(tiny_policy):
     params = SamplingParams(temperature=1.0, max_new_tokens=10)
     convs, trajs = _two_turn_trajectories(tiny_policy, params)
-    inputs, mask, old = tiny_policy.collate(trajs)
+    batch = tiny_policy.collate(trajs)
+    inputs, old = batch.model_inputs, batch.old_logp
     for conv, row in zip(convs, inputs["input_ids"]):  # collated ids are the conversation's ids, right-padded
         assert row[: len(conv.ids)].tolist() == conv.ids
-    batch = Batch(inputs, mask, old, torch.zeros(len(trajs)), torch.zeros(len(trajs)), torch.zeros(len(trajs)).long())
-    logp, m = tiny_policy.log_prob(batch)
+    logp, m, _ = tiny_policy.log_prob(batch)
     assert logp.requires_grad
-    assert int(m.sum()) == sum(t.response_length for t in trajs) > 0
+    assert int(m.sum()) == sum(response_length(t) for t in trajs) > 0
     diff = ((logp.detach() - old) * m).abs().max()
     assert float(diff) < 1e-4
     # the recorded log-probs are real log-probs (not zeros): they are negative somewhere
@@ -56,8 +50,9 @@ def test_temperature_is_applied_consistently(tiny_policy):
     tiny_policy.temperature = 0.7
     try:
         _, trajs = _two_turn_trajectories(tiny_policy, SamplingParams(temperature=0.7, max_new_tokens=6))
-        inputs, mask, old = tiny_policy.collate(trajs)
-        logp, m = tiny_policy.log_prob(inputs)
+        batch = tiny_policy.collate(trajs)
+        inputs, mask, old = batch.model_inputs, batch.mask, batch.old_logp
+        logp, m, _ = tiny_policy.log_prob(inputs)
         assert float(((logp.detach() - old) * mask).abs().max()) < 1e-4
     finally:
         tiny_policy.temperature = 1.0
@@ -109,8 +104,9 @@ def test_greedy_is_deterministic_and_stops_at_eos(tiny_policy):
 
 def test_log_prob_gradient_flows_to_vision_tower(tiny_policy):
     _, trajs = _two_turn_trajectories(tiny_policy, SamplingParams(max_new_tokens=4))
-    inputs, mask, _ = tiny_policy.collate(trajs)
-    logp, _ = tiny_policy.log_prob(inputs)
+    batch = tiny_policy.collate(trajs)
+    inputs, mask = batch.model_inputs, batch.mask
+    logp = tiny_policy.log_prob(inputs)[0]
     tiny_policy.model.zero_grad()
     (logp * mask).sum().backward()
     vis = [p.grad for n, p in tiny_policy.model.named_parameters() if "visual" in n and p.grad is not None]
@@ -138,7 +134,7 @@ def _qwen_mrope_positions(ids: list[int], grids: list[tuple[int, int, int]], pad
 def test_image_tokens_get_2d_multimodal_rope_positions(tiny_policy):
     """The policy's forward equals the model run with hand-computed 2-D M-RoPE positions, and differs from 1-D ones."""
     _, trajs = _two_turn_trajectories(tiny_policy, SamplingParams(temperature=1.0, max_new_tokens=4))
-    inputs, _, _ = tiny_policy.collate(trajs)
+    inputs = tiny_policy.collate(trajs).model_inputs
     logits, _ = tiny_policy.forward_logits(inputs)
     ids, att = inputs["input_ids"], inputs["attention_mask"]
     B, T = ids.shape
@@ -165,9 +161,8 @@ def test_image_tokens_get_2d_multimodal_rope_positions(tiny_policy):
 def test_log_prob_scores_only_from_the_first_response_column(tiny_policy):
     """With a Batch, the LM head runs on positions from the first masked column only; values equal a full pass."""
     _, trajs = _two_turn_trajectories(tiny_policy, SamplingParams(temperature=1.0, max_new_tokens=5))
-    inputs, mask, old = tiny_policy.collate(trajs)
-    B = len(trajs)
-    batch = Batch(inputs, mask, old, torch.zeros(B), torch.zeros(B), torch.zeros(B).long())
+    batch = tiny_policy.collate(trajs)
+    inputs, mask = batch.model_inputs, batch.mask
     head_rows = []
     hook = tiny_policy.model.lm_head.register_forward_hook(lambda m, a, out: head_rows.append(out.shape[1]))
     try:
@@ -196,7 +191,8 @@ def test_the_trained_distribution_is_the_sampled_one(tiny_policy):
     handle = tiny_policy.model.lm_head.register_forward_hook(boost)
     try:
         _, trajs = _two_turn_trajectories(tiny_policy, SamplingParams(temperature=1.0, max_new_tokens=6))
-        inputs, mask, old = tiny_policy.collate(trajs)
+        batch = tiny_policy.collate(trajs)
+        inputs, mask, old = batch.model_inputs, batch.mask, batch.old_logp
         logp, m, entropy = tiny_policy.log_prob(inputs, with_entropy=True)
         ids = inputs["input_ids"]
         with torch.no_grad():

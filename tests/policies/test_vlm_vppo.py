@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from mmrl.policies.vlm import SamplingParams
-from mmrl.types import Trajectory, Turn
 from mmrl.policies.vlm.vppo import perturb_image, visual_dependency, vppo_weights
+from mmrl.types import Step, Trajectory
 
 # ----------------------------------------------------------------------------------------------------- perturb_image
 
@@ -69,16 +70,9 @@ def _trajectories(policy):
         [rng.integers(0, 256, (56, 84, 3), dtype=np.uint8), rng.integers(0, 256, (84, 56, 3), dtype=np.uint8)],
         [],
     ]
-    convs, trajs = [], []
-    for im in imgs:
-        conv = policy.conversation()
-        ids, vision = conv.add_user("What is in the picture?", im)
-        convs.append(conv)
-        trajs.append(Trajectory(turns=[Turn(ids, im, [], [], "", extras={"vision": vision})], group_id=0))
-    gens = policy.generate([c.ids for c in convs], [c.vision for c in convs], SamplingParams(max_new_tokens=8))
-    for traj, g in zip(trajs, gens):
-        t = traj.turns[0]
-        t.response_ids, t.response_logprobs, t.response_text = g.ids, g.logprobs, g.text
+    obs = [{"text": "What is in the picture?", "images": tuple(im)} for im in imgs]
+    actions = policy.act(obs, SamplingParams(max_new_tokens=8))
+    trajs = [Trajectory(steps=[Step(o, a.env_action, a.logp, a.record)]) for o, a in zip(obs, actions)]
     return trajs
 
 
@@ -89,10 +83,10 @@ def trajectories(tiny_policy):
 
 
 def test_visual_dependency_properties(tiny_policy, trajectories):
-    _, mask, _ = tiny_policy.collate(trajectories)
+    mask = tiny_policy.collate(trajectories).mask
     # the perturbation really changes the pixels of each image
     rng = np.random.default_rng(0)
-    for img in trajectories[1].turns[0].images:
+    for img in trajectories[1].steps[0].record.images:
         assert not np.array_equal(perturb_image(img, 14, 0.5, rng=rng), img)
     dep = visual_dependency(tiny_policy, trajectories, np.random.default_rng(0), patch=14, p=0.5, clamp=10.0)
     assert dep.shape == mask.shape
@@ -114,10 +108,8 @@ def test_visual_dependency_zero_without_perturbation(tiny_policy, trajectories):
 
 
 def test_visual_dependency_rejects_missing_processed_images(tiny_policy, trajectories):
-    t = trajectories[0].turns[0]
-    broken = Trajectory(
-        turns=[Turn(t.prompt_ids, t.images, t.response_ids, t.response_logprobs, "", extras={})], group_id=0
-    )
+    step = trajectories[0].steps[0]
+    broken = Trajectory(steps=[dataclasses.replace(step, record=dataclasses.replace(step.record, vision=[]))])
     with pytest.raises(ValueError, match="processed"):
         visual_dependency(tiny_policy, [broken], np.random.default_rng(0))
 
@@ -178,7 +170,7 @@ def test_vppo_weights_ties_and_scaling_by_hand():
 
 
 def test_vppo_weights_on_real_dependency(tiny_policy, trajectories):
-    _, mask, _ = tiny_policy.collate(trajectories)
+    mask = tiny_policy.collate(trajectories).mask
     dep = visual_dependency(tiny_policy, trajectories, np.random.default_rng(1))
     w = vppo_weights(dep, mask, top_frac=0.2, scale_trajectory=False)
     assert w.sum(1).tolist() == [math.ceil(0.2 * n) for n in mask.sum(1).tolist()]

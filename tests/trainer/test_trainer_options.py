@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from mmrl.config import ConfigError, load_config
+from mmrl.policies.vlm import TurnRecord
 from mmrl.trainer.loop import Trainer
-from mmrl.types import Trajectory, Turn
+from mmrl.types import Step, Trajectory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,8 @@ def config(model_path, out_dir, *extra):
 def fake(rewards, group_ids, lengths=None):
     """Trajectories with given rewards/groups; each response has `lengths[i]` tokens."""
     lengths = lengths or [3] * len(rewards)
-    return [Trajectory([Turn([1, 2], [], [5] * n, [-0.5] * n, "x", reward=r)], group_id=g)
+    return [Trajectory([Step({"text": "q"}, "x", -0.5 * n, TurnRecord([1, 2], [], [], [5] * n, [-0.5] * n), reward=r,
+                             terminated=True)], group_id=g)
             for r, g, n in zip(rewards, group_ids, lengths)]  # fmt: skip
 
 
@@ -54,8 +56,8 @@ def test_dynamic_sampling_keeps_only_groups_with_signal(tiny_model_path, tmp_pat
         fake([0.0, 0.0, 0.0, 1.0], [0, 0, 1, 1]),  # group 1 kept -> target of 2 groups reached
     ])  # fmt: skip
     monkeypatch.setattr(trainer, "collect", lambda draw=0: next(batches))
-    trajs, rewards, stats = trainer.collect_scored()
-    assert rewards.tolist() == [1.0, 0.0, 0.0, 1.0]
+    trajs, stats = trainer.collect_scored()
+    assert [t.reward for t in trajs] == [1.0, 0.0, 0.0, 1.0]
     assert [t.group_id for t in trajs] == [0, 0, 1, 1]
     assert stats["dynamic_sampling/draws"] == 3.0 and stats["dynamic_sampling/keep_rate"] == pytest.approx(2 / 6)
 
@@ -64,9 +66,10 @@ def test_overlong_penalty_follows_dapo(tiny_model_path, tmp_path):
     trainer = Trainer(config(tiny_model_path, tmp_path, "algo.overlong_cache=4", "algo.overlong_penalty=1.0"),
                       show_progress=False)  # fmt: skip
     # budget 8, window 4: lengths <= 4 unpunished, 6 -> -(6 - 4) / 4, 8 -> -1
-    rewards, stats = trainer.score(fake([1.0, 1.0, 1.0], [0, 0, 0], lengths=[4, 6, 8]))
-    assert rewards.tolist() == pytest.approx([1.0, 0.5, 0.0])
-    assert stats["reward/overlong/mean"] == pytest.approx(-0.5)
+    trajs = fake([1.0, 1.0, 1.0], [0, 0, 0], lengths=[4, 6, 8])
+    stats = trainer.score(trajs)
+    assert [t.reward for t in trajs] == pytest.approx([1.0, 0.5, 0.0])
+    assert stats["reward/mean"] == pytest.approx(0.5)
 
 
 def test_selective_replay_refills_zero_advantage_groups(tiny_model_path, tmp_path, monkeypatch):
@@ -74,8 +77,6 @@ def test_selective_replay_refills_zero_advantage_groups(tiny_model_path, tmp_pat
                       show_progress=False)  # fmt: skip
     seen = {}
     monkeypatch.setattr(trainer, "update", lambda batch: seen.setdefault("batch", batch) and {})
-    monkeypatch.setattr(trainer.policy, "collate", lambda trajs: (
-        {"input_ids": torch.zeros(len(trajs), 2, dtype=torch.long)}, torch.ones(len(trajs), 1), torch.zeros(len(trajs), 1)))
     first = iter([fake([1.0, 0.0, 0.0, 0.0], [0, 0, 1, 1]), fake([0.0, 0.0, 1.0, 1.0], [0, 0, 1, 1])])
     monkeypatch.setattr(trainer, "collect", lambda draw=0: next(first))
     trainer.train_step()  # stores the two informative samples of group 0
@@ -101,12 +102,14 @@ def test_judges_from_the_config_score_episodes(tiny_model_path, tmp_path):
                  f"prm: {{kind: process, path: {tiny_model_path}, aggregate: mean}}}}")  # fmt: skip
     trainer = Trainer(cfg, show_progress=False)
     trajs = trainer.collect()
+    assert all(t.reward == 0.0 and "reward_parts" not in t.info for t in trajs)  # the envs deferred their rewards
+    trainer.score(trajs)
     parts = [t.info["reward_parts"] for t in trajs]
     assert all(set(p) == {"accuracy", "grader", "prm"} for p in parts)
     # the untrained judge never writes a parseable score: the generative judge gives its minimum
     assert all(p["grader"] == 0.0 for p in parts)
     # the process judge reads p(+) / (p(+) + p(-)) after each step: strictly inside (0, 1) for any real logits
-    prm = [p["prm"] for t, p in zip(trajs, parts) if t.turns[0].response_text.strip()]
+    prm = [p["prm"] for t, p in zip(trajs, parts) if t.steps[0].action.strip()]
     assert prm and all(0.0 < v < 1.0 for v in prm)
     for t, p in zip(trajs, parts):
         assert t.reward == pytest.approx(p["accuracy"] + 0.5 * p["grader"] + 0.25 * p["prm"])
@@ -123,3 +126,26 @@ def test_bad_judge_configs_are_one_line_errors(tiny_model_path, tmp_path, judges
         Trainer(config(tiny_model_path, tmp_path, "judges=" + judges.replace("PATH", str(tiny_model_path))),
                 show_progress=False)  # fmt: skip
     assert "\n" not in str(err.value)
+
+
+def test_a_judge_is_called_once_per_rollout_batch(tiny_model_path, tmp_path, monkeypatch):
+    """The batched reward stage: a counting reward sees every episode of a rollout batch in one call."""
+    import rewards
+    from rewards import registry
+
+    calls = []
+
+    def counting_judge(completions, **columns):
+        calls.append(len(completions))
+        assert set(columns) >= {"answer", "question", "images"}  # what a judge reads
+        return [0.5] * len(completions)
+
+    monkeypatch.setitem(registry._REGISTRY, "counting_judge", counting_judge)  # registered for this test only
+
+    trainer = Trainer(config(tiny_model_path, tmp_path, "rewards={accuracy: 1.0, counting_judge: 1.0}",
+                             "algo.prompts_per_step=3", "algo.group_size=4", "rollout.batch_size=5"),
+                      show_progress=False)  # fmt: skip
+    stats = trainer.train_step()
+    assert calls == [12]  # 12 episodes on a pool of 5 envs, one call
+    assert stats["reward/counting_judge/mean"] == 0.5
+    assert "counting_judge" in rewards.names()

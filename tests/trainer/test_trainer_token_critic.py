@@ -38,8 +38,10 @@ def captured_step(trainer, monkeypatch, fake_rewards=True):
         real_score = trainer.score
 
         def score(trajs):
-            _, stats = real_score(trajs)
-            return torch.linspace(0.0, 1.0, len(trajs)) ** 2, stats
+            stats = real_score(trajs)
+            for t, r in zip(trajs, (torch.linspace(0.0, 1.0, len(trajs)) ** 2).tolist()):
+                t.steps[-1].reward = r
+            return stats
 
         monkeypatch.setattr(trainer, "score", score)
     stats = trainer.train_step()
@@ -96,7 +98,7 @@ def test_reinforce_pp_baseline_centres_rewards_per_group(tiny_model_path, tmp_pa
 def test_ppo_with_a_value_model(tiny_model_path, tmp_path, monkeypatch):
     trainer = Trainer(config(tiny_model_path, tmp_path, "algo.advantage=gae", "algo.lam=0.9", "algo.gamma=0.99",
                              "algo.critic_lr=1e-3"), show_progress=False)  # fmt: skip
-    critic = trainer.policy.critic
+    critic = trainer.critic
     assert isinstance(critic, VLMCritic)
     assert {id(p) for p in critic.parameters()}.isdisjoint(id(p) for p in trainer.policy.model.parameters())
     assert [g["lr"] for g in trainer.learner.optimizer.param_groups] == [3e-4, 1e-3]
@@ -145,7 +147,7 @@ def test_vppo_switch_sets_token_weights(tiny_model_path, tmp_path, monkeypatch):
     seen = {}
     real_make_batch = trainer.make_batch
     monkeypatch.setattr(trainer, "make_batch",
-                        lambda trajs, *a: seen.setdefault("trajs", trajs) and real_make_batch(trajs, *a))  # fmt: skip
+                        lambda trajs: seen.setdefault("trajs", trajs) and real_make_batch(trajs))  # fmt: skip
     batch, stats = captured_step(trainer, monkeypatch)
     w, m = batch.token_weights, batch.mask.bool()
     n = m.sum(1)

@@ -5,8 +5,10 @@ image-pad expansion), ``critic`` (the PPO value model), ``vppo`` (visual-depende
 supervised format warm-up).
 """
 
+from mmrl.policies.base import SamplingParams
 from mmrl.policies.vlm.chat import VISION_SPECIAL_TOKENS, Conversation, PromptEncoder, VisionInput, to_pil
-from mmrl.policies.vlm.policy import Generation, SamplingParams, VLMCritic, VLMPolicy
+from mmrl.policies.vlm.critic import VLMCritic
+from mmrl.policies.vlm.policy import Generation, TurnRecord, VLMPolicy, response_length, token_ids, turns
 
-__all__ = ["VISION_SPECIAL_TOKENS", "Conversation", "Generation", "PromptEncoder", "SamplingParams", "VLMCritic",
-           "VLMPolicy", "VisionInput", "to_pil"]
+__all__ = ["VISION_SPECIAL_TOKENS", "Conversation", "Generation", "PromptEncoder", "SamplingParams", "TurnRecord",
+           "VLMCritic", "VLMPolicy", "VisionInput", "response_length", "to_pil", "token_ids", "turns"]

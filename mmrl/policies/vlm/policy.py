@@ -9,22 +9,32 @@ trained is the one sampled. Were they only suppressed at sampling, RL could move
 drawn: a trained tiny model put 87% of its mass there, its ratios and in-reward KL described another distribution
 than the one sampled, and its samples turned to noise.
 
+The family's contract (:mod:`mmrl.policies.base`): :meth:`VLMPolicy.act` takes the pool's observation dicts (``text``,
+``images``) and returns the model's text as the env action, with a :class:`TurnRecord` of the turn's tokens as the
+record and the :class:`~mmrl.policies.vlm.chat.Conversation` so far as the state; :meth:`VLMPolicy.collate` concatenates
+the turns of each trajectory into one token sequence, trained on the generated tokens only.
+
 Example:
     >>> policy = load_policy("runs/tiny-qwen2_5_vl")
-    >>> conv = policy.conversation()
-    >>> ids, vision = conv.add_user("How many shapes are there?", [image])
-    >>> [gen] = policy.generate([conv.ids], [conv.vision], SamplingParams(max_new_tokens=16))
+    >>> [action] = policy.act([{"text": "How many shapes are there?", "images": (image,)}], SamplingParams())
+    >>> action.env_action, len(action.record.response_ids)
+    ('<answer>3</answer>', 6)
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmrl.policies.base import Action, SamplingParams
 from mmrl.policies.vlm.chat import VISION_SPECIAL_TOKENS, Conversation, PromptEncoder, VisionInput
 from mmrl.types import Batch, Trajectory
 
@@ -32,16 +42,6 @@ logger = logging.getLogger(__name__)
 
 
 SUPPRESSED_LOGIT = -1e9  # the logit of a token outside the policy's support: finite, so that p * logit stays 0 (not NaN)
-
-
-@dataclass
-class SamplingParams:
-    """How to sample one turn."""
-
-    temperature: float = 1.0  # 0 = greedy
-    top_p: float = 1.0  # nucleus threshold (1.0 = off)
-    top_k: int = 0  # top-k (0 = off)
-    max_new_tokens: int = 32  # generation budget
 
 
 @dataclass
@@ -53,30 +53,52 @@ class Generation:
     text: str
 
 
-class VLMCritic(torch.nn.Module):
-    """A value model for PPO: its own copy of a VLM's backbone and a linear head on the last hidden state.
+@dataclass
+class TurnRecord:
+    """The VLM's record of one turn: the tokens the env added, what the policy generated, and the turn's images."""
 
-    Separate from the policy's weights (as verl's critic), so value-loss gradients never move the policy. The head starts
-    at zero, so the first advantages are the plain returns.
-    """
+    prompt_ids: list[int]  # tokens appended before generation this turn (chat template + observation), [P]
+    images: list[Any]  # images introduced this turn, aligned with the image-pad runs in prompt_ids
+    vision: list[VisionInput]  # those images processed (pixel patches and grids), reused by the learner
+    response_ids: list[int]  # generated tokens, [R]
+    response_logprobs: list[float]  # behaviour log-probs of response_ids, [R]
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.backbone = model.base_model  # the transformer without the LM head (Qwen2_5_VLModel for Qwen2.5-VL)
-        hidden = model.config.get_text_config().hidden_size
-        self.head = torch.nn.Linear(hidden, 1)
-        torch.nn.init.zeros_(self.head.weight)
-        torch.nn.init.zeros_(self.head.bias)
 
-    def forward(self, **model_kwargs: Any) -> torch.Tensor:
-        """Values ``[B, T]`` at every input position (float32)."""
-        hidden = self.backbone(**model_kwargs, use_cache=False).last_hidden_state  # [B, T, H]
-        return self.head(hidden.float()).squeeze(-1)
+def turns(trajectory: Trajectory) -> list[TurnRecord]:
+    """The turn records of a VLM trajectory, in order."""
+    return [step.record for step in trajectory.steps]
+
+
+def token_ids(trajectory: Trajectory) -> tuple[list[int], list[int], list[float]]:
+    """The turns concatenated: ``(ids [T], loss_mask [T], behaviour_logprobs [T])``; the mask is 1 on model tokens."""
+    ids: list[int] = []
+    mask: list[int] = []
+    logps: list[float] = []
+    for t in turns(trajectory):
+        ids += t.prompt_ids + t.response_ids
+        mask += [0] * len(t.prompt_ids) + [1] * len(t.response_ids)
+        logps += [0.0] * len(t.prompt_ids) + list(t.response_logprobs)
+    return ids, mask, logps
+
+
+def response_length(trajectory: Trajectory) -> int:
+    """Generated tokens over all turns."""
+    return sum(len(t.response_ids) for t in turns(trajectory))
+
+
+def observation_key(obs: dict[str, Any]) -> bytes:
+    """A digest of an observation's text and every image's pixels: equal keys, equal prompts."""
+    h = hashlib.sha1(str(obs.get("text", "")).encode())
+    for image in obs.get("images") or ():
+        array = np.ascontiguousarray(np.asarray(image))
+        h.update(repr(array.shape).encode())
+        h.update(array.tobytes())
+    return h.digest()
 
 
 class VLMPolicy:
-    """Policy contract for VLMs: ``generate`` for rollouts, ``log_prob(batch)`` with grad for the learner, and, with a
-    :class:`VLMCritic` attached (``policy.critic``), ``value(batch)`` for PPO with a value model."""
+    """The VLM family's policy: ``act`` / ``generate`` for rollouts, ``collate`` and ``log_prob(batch)`` with grad for the
+    learner (:class:`mmrl.policies.base.Policy`)."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, image_processor: Any, temperature: float = 1.0) -> None:
         self.model = model
@@ -87,11 +109,25 @@ class VLMPolicy:
         vocab = tokenizer.get_vocab()
         self.suppress_ids = [vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab]
         self.eos_ids = sorted(i for i in self.encoder.eos_ids if i is not None)
-        self.critic: VLMCritic | None = None  # attached by trainers that run PPO with a value model
+        self.version = 0  # optimizer steps taken (the trainer advances it)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The model's parameters (the learner trains those that require grad)."""
+        return list(self.model.parameters())
+
+    def train(self, mode: bool = True) -> VLMPolicy:
+        self.model.train(mode)
+        return self
+
+    def save(self, path: Path) -> None:
+        """The policy as a normal Hugging Face checkpoint directory (model, tokenizer, image processor)."""
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        self.encoder.image_processor.save_pretrained(path)
 
     def conversation(self, system: str | None = None) -> Conversation:
         """A fresh multi-turn prompt builder bound to this policy's tokenizer and image processor."""
@@ -134,6 +170,39 @@ class VLMPolicy:
         return ids.to(self.device), att.to(self.device)
 
     # -------------------------------------------------------------------------------------------------------- sampling
+    def act(self, observations: Sequence[dict[str, Any]], params: SamplingParams,
+            states: Sequence[Conversation | None] | None = None) -> list[Action]:  # fmt: skip
+        """Answer each observation (``{"text", "images"}``) in one ``generate`` call; ``states[i]`` is episode i's
+        conversation so far (None at its first turn).
+
+        First turns with identical observations in one call (a GRPO group: same seed) are encoded once (one image
+        processor call), then forked.
+        """
+        states = list(states) if states is not None else [None] * len(observations)
+        convs: list[Conversation] = []
+        new: list[tuple[list[int], list[VisionInput]]] = []
+        first: dict[bytes, Conversation] = {}  # observation key -> its encoded first turn
+        for obs, conv in zip(observations, states):
+            images = list(obs.get("images") or ())
+            key = observation_key(obs) if conv is None else None
+            if key is not None and key in first:
+                conv = first[key].fork()  # same observation: reuse the encoded prompt
+                ids, vision = list(conv.ids), list(conv.vision)
+            else:
+                conv = self.conversation() if conv is None else conv
+                ids, vision = conv.add_user(str(obs.get("text", "")), images)
+                if key is not None:
+                    first[key] = conv.fork()
+            convs.append(conv)
+            new.append((ids, vision))
+        gens = self.generate([c.ids for c in convs], [c.vision for c in convs], params) if convs else []
+        actions = []
+        for obs, conv, (ids, vision), g in zip(observations, convs, new, gens):
+            conv.add_assistant(g.ids)
+            record = TurnRecord(ids, list(obs.get("images") or ()), vision, g.ids, g.logprobs)
+            actions.append(Action(g.text, float(sum(g.logprobs)), record, self.version, conv))
+        return actions
+
     @torch.no_grad()
     def generate(
         self, prompts: list[list[int]], vision: list[list[VisionInput]], params: SamplingParams
@@ -200,18 +269,18 @@ class VLMPolicy:
         logits = self.restrict(out.logits[:, :-1].float() / max(self.temperature, 1e-6))  # [B, T-1-start, V]
         return logits, ids[:, start + 1 :]
 
-    def value(self, batch: Batch | dict[str, Any]) -> torch.Tensor:
-        """Critic values ``[B, L]`` with grad, aligned with ``log_prob``: position ``t`` is ``V`` of the context that
-        token ``t+1`` is drawn from (the tokens up to ``t``)."""
-        if self.critic is None:
-            raise ValueError("this policy has no critic: attach a VLMCritic (algo.advantage=gae does) to call value()")
-        inputs = batch.model_inputs if isinstance(batch, Batch) else batch
-        ids = inputs["input_ids"].to(self.device)
-        att = inputs["attention_mask"].to(self.device)
-        return self.critic(input_ids=ids, attention_mask=att, **self._vision_kwargs(inputs["vision"], ids))[:, :-1]
+    def vision_kwargs(self, model_inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``input_ids``, ``attention_mask`` and the vision inputs of ``model_inputs`` on the model's device (what the
+        backbone takes; the critic runs its own copy of the backbone on them)."""
+        ids = model_inputs["input_ids"].to(self.device)
+        att = model_inputs["attention_mask"].to(self.device)
+        return {"input_ids": ids, "attention_mask": att, **self._vision_kwargs(model_inputs["vision"], ids)}
 
-    def log_prob(self, batch: Batch | dict[str, Any], with_entropy: bool = False):
-        """Per-token log-probs with grad: ``(logp [B, L], mask [B, L])`` (+ ``entropy [B, L]`` when asked).
+    def log_prob(
+        self, batch: Batch | dict[str, Any], with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Per-token log-probs with grad: ``(logp [B, L], mask [B, L], entropy [B, L] or None)``; the entropy (a second
+        pass over ``[B, L, V]``) only when asked.
 
         For a :class:`Batch`, logits are computed only from the first masked column on (the shared prompt is never
         scored); earlier positions read 0. For bare model inputs every position is scored.
@@ -226,22 +295,42 @@ class VLMPolicy:
         logp = F.pad(logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse, (start, 0))  # [B, L]
         mask = mask.to(logp.device)
         if not with_entropy:
-            return logp, mask
+            return logp, mask, None
         entropy = lse - (F.softmax(logits, dim=-1) * logits).sum(-1)
         return logp, mask, F.pad(entropy, (start, 0))  # [B, L]
 
     # ------------------------------------------------------------------------------------------------------- batching
-    def collate(self, trajectories: list[Trajectory]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-        """Whole trajectories as training inputs: ``(model_inputs, mask [B, L], old_logp [B, L])`` with ``L = T - 1``."""
-        seqs, masks, logps, vision = [], [], [], []
+    def collate(self, trajectories: Sequence[Trajectory]) -> Batch:
+        """Whole trajectories as one token sequence each (``L = T - 1``): the turns' tokens concatenated, trained on the
+        generated tokens; each turn's reward sits on its last generated token. ``advantages`` are left at 0."""
+        seqs, masks, logps, vision, rewards = [], [], [], [], []
         for traj in trajectories:
-            ids, mask, lp = traj.token_ids()
+            ids, mask, lp = token_ids(traj)
             seqs.append(ids)
             masks.append(mask)
             logps.append(lp)
-            vision.append([v for turn in traj.turns for v in turn.extras.get("vision", [])])
+            vision.append([v for turn in turns(traj) for v in turn.vision])
+            ends = np.cumsum([len(t.prompt_ids) + len(t.response_ids) for t in turns(traj)]) - 2  # [turns] positions
+            rewards.append([(int(e), s.reward) for e, s, t in zip(ends, traj.steps, turns(traj)) if t.response_ids])
         inputs, mask = self.make_inputs(seqs, masks, vision)
         old = torch.zeros(mask.shape[0], mask.shape[1] + 1)
+        step_rewards = torch.zeros_like(mask)  # [B, L]
         for i, lp in enumerate(logps):
             old[i, : len(lp)] = torch.tensor(lp)
-        return inputs, mask, old[:, 1:] * mask  # log-prob of token t+1 sits at position t
+            for pos, r in rewards[i]:  # log-prob position of a turn's last generated token
+                step_rewards[i, pos] += r
+        B = len(trajectories)
+        return Batch(
+            model_inputs=inputs,
+            mask=mask,
+            old_logp=old[:, 1:] * mask,  # log-prob of token t+1 sits at position t
+            advantages=torch.zeros(B),
+            rewards=torch.tensor([t.reward for t in trajectories], dtype=torch.float32),
+            group_ids=torch.tensor([t.group_id for t in trajectories], dtype=torch.long),
+            step_rewards=step_rewards,
+            bootstrap_mask=torch.zeros(B),  # a VLM episode ends with its last turn (max_turns ends it too)
+        )
+
+    def learner_view(self, batch: Batch) -> Batch:
+        """Rows stay whole sequences: a token's log-prob depends on every token before it."""
+        return batch

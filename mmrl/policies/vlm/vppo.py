@@ -10,13 +10,11 @@ The weights returned by :func:`vppo_weights` plug into the learner's existing ``
 Because a non-negative per-row factor ``s`` commutes with the PPO clip (``min(r sA, clip(r) sA) = s min(rA, clip(r)A)``),
 multiplying a row's token weights by ``s`` is the same as scaling that trajectory's advantage by ``s``.
 
-This module imports torch lazily so that ``import rewards`` stays light; it is not imported by ``rewards/__init__``.
-
 Example:
     >>> rng = np.random.default_rng(0)
     >>> dep = visual_dependency(policy, trajectories, rng)            # [B, L], 0 outside the mask
-    >>> _, mask, _ = policy.collate(trajectories)
-    >>> batch.token_weights = vppo_weights(dep, mask, top_frac=0.2)   # [B, L]
+    >>> batch = policy.collate(trajectories)
+    >>> batch.token_weights = vppo_weights(dep, batch.mask, top_frac=0.2)   # [B, L]
 """
 
 from __future__ import annotations
@@ -26,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from envs.transforms import check_rgb
+from mmrl.policies.vlm.chat import to_pil
+from mmrl.policies.vlm.policy import turns
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -48,7 +47,9 @@ def perturb_image(image: np.ndarray, patch: int = 14, p: float = 0.5, *, rng: np
     Returns:
         a new ``[H, W, 3]`` uint8 array; the input is not modified.
     """
-    image = check_rgb(image, "image")
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+        got = f"dtype {image.dtype} shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"image must be an RGB uint8 array [H, W, 3], got {got}")
     if not isinstance(patch, (int, np.integer)) or isinstance(patch, bool) or patch < 1:
         raise ValueError(f"patch must be a positive int, got {patch!r}")
     if not (isinstance(p, (int, float, np.floating)) and 0.0 <= float(p) <= 1.0):
@@ -94,16 +95,16 @@ def visual_dependency(
     import torch
 
     from mmrl.algos.kl import kl
-    from mmrl.policies.vlm.chat import to_pil
 
     if not clamp > 0:
         raise ValueError(f"clamp must be > 0, got {clamp!r}")
-    inputs, mask, _ = policy.collate(trajectories)
+    batch = policy.collate(trajectories)
+    inputs, mask = batch.model_inputs, batch.mask
     perturbed_vision = []
     for b, traj in enumerate(trajectories):
         row = []
-        for turn in traj.turns:
-            processed = turn.extras.get("vision", [])
+        for turn in turns(traj):
+            processed = turn.vision
             if len(processed) != len(turn.images):
                 raise ValueError(
                     f"trajectory {b}: turn has {len(turn.images)} images but {len(processed)} processed ones"
@@ -119,8 +120,8 @@ def visual_dependency(
         perturbed_vision.append(row)
     perturbed_inputs = dict(inputs, vision=perturbed_vision)
     with torch.no_grad():
-        logp, _ = policy.log_prob(inputs)  # [B, L]
-        logp_pert, _ = policy.log_prob(perturbed_inputs)  # [B, L]
+        logp = policy.log_prob(inputs)[0]  # [B, L]
+        logp_pert = policy.log_prob(perturbed_inputs)[0]  # [B, L]
         m = mask.to(logp.device).bool()
         d = kl(logp.float(), logp_pert.float(), "k3", mask=m).clamp(0.0, float(clamp))
         d = torch.where(m, d, torch.zeros((), dtype=d.dtype, device=d.device))

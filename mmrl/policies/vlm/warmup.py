@@ -1,0 +1,82 @@
+"""The VLM family's supervised warm-up: a few steps of next-token loss on the env's reference completions before RL.
+
+The env's reset info provides ``solution`` (a reference completion), ``answer`` and optionally ``answer_choices``. With
+``warmup.targets = "format"`` every mention of the true answer in the solution is replaced by one drawn uniformly from
+the answer choices (``"answer"``: the target is only ``<answer>{drawn}</answer>``): the policy learns the output format
+but not the task, and any accuracy gained later comes from RL alone. ``"solution"`` trains on the reference itself.
+
+Example:
+    >>> stats = warmup(cfg, policy, critic=None, make_env=lambda: envs.make("synthetic_vqa"), progress=Progress())
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mmrl.config import ConfigError, RunConfig
+from mmrl.policies.vlm.critic import VLMCritic
+from mmrl.policies.vlm.policy import VLMPolicy
+
+TARGETS = ("format", "answer", "solution")
+END_OF_TURN = "<|im_end|>"  # Qwen's chat template closes an assistant turn with it
+
+
+def target_text(info: dict[str, Any], targets: str, rng: np.random.Generator) -> str:
+    """The completion to imitate for one episode, from its reset ``info`` (see the module docstring)."""
+    if "solution" not in info:
+        raise ConfigError("warmup.steps: the env gives no reference completion (info['solution']) to warm up on")
+    target = str(info["solution"])
+    if targets in ("format", "answer") and info.get("answer_choices"):
+        fake = str(rng.choice(info["answer_choices"]))
+        # format: every mention of the truth (in the reasoning too) becomes the drawn answer
+        target = re.sub(rf"\b{re.escape(str(info['answer']))}\b", fake, target)
+        if targets == "answer":  # the answer tags alone, no reasoning
+            target = f"<answer>{fake}</answer>"
+    return target
+
+
+def warmup(cfg: RunConfig, policy: VLMPolicy, critic: VLMCritic | None, make_env: Callable[[], gym.Env],
+           progress: Any) -> dict[str, float]:  # fmt: skip
+    """``cfg.warmup.steps`` supervised steps (AdamW at ``warmup.lr``, the RL gradient clip); the critic's backbone then
+    starts from the warmed-up weights. Returns ``{"warmup/nll": last loss}``."""
+    wc = cfg.warmup
+    if wc.targets not in TARGETS:
+        raise ConfigError(f"warmup.targets: unknown '{wc.targets}' (use one of {', '.join(TARGETS)})")
+    params = policy.parameters()
+    opt = torch.optim.AdamW(params, lr=wc.lr)
+    env = make_env()
+    eos = policy.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    loss_val = float("nan")
+    with progress.task("warm-up", wc.steps) as advance:
+        for k in range(wc.steps):
+            rng = np.random.default_rng([cfg.seed, 1, k])
+            seqs, masks, vision = [], [], []
+            for _ in range(wc.batch_size):
+                obs, info = env.reset(seed=int(rng.integers(0, 2**31 - 1)))
+                target = target_text(info, wc.targets, rng)
+                conv = policy.conversation()
+                conv.add_user(obs["text"], obs.get("images") or [])
+                tgt = policy.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
+                seqs.append(conv.ids + tgt)
+                masks.append([0] * len(conv.ids) + [1] * len(tgt))
+                vision.append(conv.vision)
+            inputs, mask = policy.make_inputs(seqs, masks, vision)
+            policy.train()
+            logp, mask = policy.log_prob(inputs)[0], mask.to(policy.device)
+            loss = -(logp * mask).sum() / mask.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.algo.max_grad_norm)
+            opt.step()
+            loss_val = float(loss.detach())
+            advance(f"nll {loss_val:.3f}")
+    env.close()
+    if critic is not None:  # the critic starts from the weights RL starts from
+        critic.sync_backbone()
+    return {"warmup/nll": loss_val}

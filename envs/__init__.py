@@ -5,10 +5,10 @@ Example:
     >>> env = envs.make("synthetic_vqa", seed=0)
 """
 
-from envs.registry import make, names, register
+from envs.registry import check, make, names, register
 
 # Lazy "module:Class" entries: importing ``envs`` imports no env module (and no optional extra).
 register("synthetic_vqa", "envs.vqa.synthetic:SyntheticVQAEnv")
 register("dataset_vqa", "envs.vqa.dataset:DatasetVQAEnv")
 
-__all__ = ["make", "names", "register"]
+__all__ = ["check", "make", "names", "register"]

@@ -23,13 +23,18 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check(name: str) -> None:
+    """A one-line :class:`ConfigError` unless ``name`` is an mmrl env or a Gymnasium env id."""
+    if name not in _REGISTRY and name not in gym.registry:
+        raise ConfigError(f"env.id: unknown env '{name}' (mmrl envs: {', '.join(names())}; or a Gymnasium env id)")
+
+
 def make(name: str, **kwargs: Any) -> gym.Env:
     """Construct the env registered as ``name`` with ``kwargs``, else Gymnasium's env of that id (``CartPole-v1``, or
     any env a package registered with Gymnasium); unknown names are a one-line error."""
+    check(name)
     if name not in _REGISTRY:
-        if name in gym.registry:
-            return gym.make(name, **kwargs)
-        raise ConfigError(f"env.id: unknown env '{name}' (mmrl envs: {', '.join(names())}; or a Gymnasium env id)")
+        return gym.make(name, **kwargs)
     entry = _REGISTRY[name]
     if isinstance(entry, str):
         module, attr = entry.split(":")

@@ -30,7 +30,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import iterate
-from gymnasium.wrappers import vector as vector_wrappers
+
+from mmrl.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +60,17 @@ class BoxedInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, {"boxed": _Box(info)}
 
 
-def wrap_env(env: gym.Env) -> gym.Env:
-    """The pool's wrappers around one env: episode statistics (before any reward normalisation), boxed infos."""
-    return BoxedInfo(gym.wrappers.RecordEpisodeStatistics(env))
+def wrap_env(env: gym.Env, normalize_reward_gamma: float | None = None) -> gym.Env:
+    """The pool's wrappers around one env: episode statistics, optional reward normalisation, boxed infos.
+
+    ``normalize_reward_gamma``: divide rewards by the running std of the discounted return (Gymnasium's
+    ``NormalizeReward``) and clip them to [-10, 10], as CleanRL's continuous-control PPO; training pools only.
+    """
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    if normalize_reward_gamma is not None:
+        env = gym.wrappers.NormalizeReward(env, gamma=normalize_reward_gamma)
+        env = gym.wrappers.TransformReward(env, lambda r: float(np.clip(r, -REWARD_CLIP, REWARD_CLIP)))
+    return BoxedInfo(env)
 
 
 class EnvPool:
@@ -70,17 +79,13 @@ class EnvPool:
     def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int, mode: str = "sync",
                  normalize_reward_gamma: float | None = None) -> None:  # fmt: skip
         if mode not in POOL_MODES:
-            raise ValueError(f"env.pool: unknown pool mode '{mode}' (use {' or '.join(POOL_MODES)})")
-        fns = [lambda: wrap_env(env_fn()) for _ in range(num_envs)]
+            raise ConfigError(f"env.pool: unknown pool mode '{mode}' (use {' or '.join(POOL_MODES)})")
+        fns = [lambda: wrap_env(env_fn(), normalize_reward_gamma) for _ in range(num_envs)]
         if mode == "sync":
             self.vec: gym.vector.VectorEnv = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
         else:  # pickled through pipes: any observation space, no shared memory
             self.vec = AsyncVectorEnv(fns, shared_memory=False, autoreset_mode=AutoresetMode.DISABLED)
-        if normalize_reward_gamma is not None:  # one running statistic over all envs, as CleanRL's vector wrappers
-            self.vec = vector_wrappers.NormalizeReward(self.vec, gamma=normalize_reward_gamma)
-            self.vec = vector_wrappers.TransformReward(self.vec, lambda r: np.clip(r, -REWARD_CLIP, REWARD_CLIP))
         self.num_envs = num_envs
-        self.mode = mode
         self.single_observation_space = self.vec.single_observation_space
         self.single_action_space = self.vec.single_action_space
 

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 def env_factory(cfg: RunConfig, evaluation: bool = False) -> Callable[[], gym.Env]:
     """A constructor of the run's env (``env.eval_kwargs`` on top for evaluation). mmrl's envs also get the run's
     ``rewards`` and score them in the trainer's batched stage (``defer_rewards``); other Gymnasium envs keep theirs."""
+    envs.check(cfg.env.id)
     kwargs = {**cfg.env.kwargs, **(cfg.env.eval_kwargs if evaluation else {})}
     if cfg.rewards:
         if cfg.env.id not in envs.names():

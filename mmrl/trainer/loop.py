@@ -96,6 +96,9 @@ def check_algo(cfg: RunConfig, family: base.Family) -> None:
         raise ConfigError(f"algo.advantage: gae needs a critic; policy family '{cfg.policy.kind}' has none")
     if cfg.warmup.steps > 0 and family.warmup is None:
         raise ConfigError(f"warmup.steps: policy family '{cfg.policy.kind}' has no supervised warm-up")
+    if cfg.rollout.horizon > 0 and a.advantage not in advantages.CRITIC:
+        raise ConfigError(f"rollout.horizon: fixed-horizon rollouts cut episodes and have no prompt groups; "
+                          f"'{a.advantage}' needs whole episodes (set rollout.horizon=0) or use gae with a critic")  # fmt: skip
     if cfg.rollout.horizon > 0 and (a.dynamic_sampling or a.replay_capacity):
         raise ConfigError("rollout.horizon: fixed-horizon rollouts have no prompt groups to resample or replay")
 
@@ -150,6 +153,7 @@ class Trainer:
             self.step = self.policy.version = int(state["step"])
             self.summary = dict(state.get("summary", {}))
             self.recent.extend(state.get("recent_returns", []))
+            self.collector.total_env_steps = int(state.get("env_steps", 0))
             self.learner.kl_ctl.value = float(state.get("kl_coef", cfg.algo.kl_coef))  # the adaptive KL coefficient
             if self.critic is not None:
                 self.critic.load_state_dict(state["critic"])
@@ -307,7 +311,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------------------- fit
     def save(self) -> None:
-        extra = {"summary": self.summary, "kl_coef": self.learner.kl_ctl.value, "recent_returns": list(self.recent)}
+        extra = {"summary": self.summary, "kl_coef": self.learner.kl_ctl.value, "recent_returns": list(self.recent),
+                 "env_steps": self.collector.total_env_steps}
         if self.critic is not None:
             extra["critic"] = self.critic.state_dict()
         ckpt.save_checkpoint(self.run_dir, self.step, self.policy, self.learner.optimizer, extra,
@@ -354,7 +359,7 @@ class Trainer:
             **summary_keys(final, "after_rl"),
             "eval_size": tc.eval_size,
             "steps": self.step,
-            "env_steps": self.collector.total_env_steps or self.summary.get("env_steps", 0),
+            "env_steps": self.collector.total_env_steps,
             "minutes": self.summary.get("minutes", 0.0) + (time.perf_counter() - start) / 60,
             "peak_rss_mib": peak_rss_mib(),
         })  # fmt: skip

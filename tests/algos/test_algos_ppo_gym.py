@@ -253,3 +253,54 @@ def test_ppo_learns_cartpole_through_the_trainer(tmp_path, seed):
     assert rows[0]["episode/return_mean"] < 40  # it starts random ...
     assert rows[-1]["episode/return_recent"] > 120 and summary["return_after_rl"] > 120  # ... and learns
     assert summary["env_steps"] == 24 * 4 * 128
+
+
+# ------------------------------------------------------------------------------------------- top-entropy selection
+class _LogitsPolicy:
+    """A free ``[B, L, V]`` logits table: per-position entropies that differ, log-probs with grad."""
+
+    def __init__(self, logits: torch.Tensor, actions: torch.Tensor) -> None:
+        self.logits = torch.nn.Parameter(logits)
+        self.actions = actions
+
+    def parameters(self):
+        return [self.logits]
+
+    def train(self, mode=True):
+        return self
+
+    def log_prob(self, batch, with_entropy=False):
+        logits = self.logits[batch.model_inputs["rows"]]
+        dist = torch.distributions.Categorical(logits=logits)
+        return dist.log_prob(self.actions[batch.model_inputs["rows"]]), batch.mask, dist.entropy() if with_entropy else None
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+def test_top_entropy_selection_weights_tokens_and_keeps_the_normaliser(agg):
+    """``algo.top_entropy_q``: the loss of the selected tokens, divided by what the loss divides by without the
+    selection (every masked token), as TRL multiplies its per-token loss by the entropy mask. Ratio 1 (on-policy), so
+    each token's PPO loss is ``-A``."""
+    g = torch.Generator().manual_seed(0)
+    B, L, V = 3, 5, 4
+    logits = torch.randn(B, L, V, generator=g) * torch.linspace(0.1, 3.0, L)[:, None]  # entropy varies along a row
+    actions = torch.randint(0, V, (B, L), generator=g)
+    policy = _LogitsPolicy(logits, actions)
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.float32)
+    adv = torch.tensor([1.0, -2.0, 0.5])
+    with torch.no_grad():
+        old = policy.log_prob(Batch({"rows": torch.arange(B)}, mask, mask, adv, adv, torch.arange(B)))[0]
+    batch = Batch({"rows": torch.arange(B)}, mask, old, adv, torch.zeros(B), torch.arange(B))
+    cfg = AlgoConfig(top_entropy_q=0.4, agg=agg)
+    loss, _ = Learner(policy, cfg).minibatch_loss(batch)
+    # by hand, in numpy: entropies, the 0.6 quantile of the 13 masked ones, the selection, the aggregation
+    p = torch.softmax(logits, -1).numpy().astype(np.float64)
+    ent = -(p * np.log(p)).sum(-1)
+    m = mask.numpy().astype(bool)
+    top = (ent >= np.quantile(ent[m], 0.6)) & m
+    assert 0 < top.sum() < m.sum()
+    per_token = np.where(top, -adv.numpy()[:, None], 0.0)
+    if agg == "token-mean":
+        expected = per_token.sum() / m.sum()  # the normaliser counts every masked token, selected or not
+    else:
+        expected = np.mean(per_token.sum(1) / m.sum(1))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)

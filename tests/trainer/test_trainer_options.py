@@ -40,6 +40,11 @@ def fake(rewards, group_ids, lengths=None):
     ("algo.replay_capacity=8 algo.advantage=gae", "algo.replay_capacity"),
     ("algo.tis_cap=2.0", "algo.tis_cap"),
     ("algo.vppo_top_frac=1.5", "algo.vppo_top_frac"),
+    ("rollout.horizon=8", "rollout.horizon: fixed-horizon rollouts cut episodes"),
+    ("policy.kind=mpl", "policy.kind: unknown policy family 'mpl' \\(did you mean 'mlp'\\?\\)"),
+    ("env.id=nope-v0", "env.id: unknown env 'nope-v0'"),
+    ("rewards.accuracyy=1.0", "rewards: unknown reward 'accuracyy'"),
+    ("env.pool=threads", "env.pool: unknown pool mode 'threads'"),
 ])  # fmt: skip
 def test_options_the_vlm_trainer_does_not_implement_are_one_line_errors(tiny_model_path, tmp_path, override, message):
     with pytest.raises((ConfigError, KeyError), match=message) as err:
@@ -149,3 +154,18 @@ def test_a_judge_is_called_once_per_rollout_batch(tiny_model_path, tmp_path, mon
     assert calls == [12]  # 12 episodes on a pool of 5 envs, one call
     assert stats["reward/counting_judge/mean"] == 0.5
     assert "counting_judge" in rewards.names()
+
+
+def test_env_pools_are_sized_by_the_rollout_batch_not_by_samples_or_eval_episodes(tiny_model_path, tmp_path,
+                                                                                  monkeypatch):  # fmt: skip
+    import envs
+    from mmrl.trainer import build
+
+    made = []
+    real_make = envs.make
+    monkeypatch.setattr(build.envs, "make", lambda name, **kw: made.append(name) or real_make(name, **kw))
+    cfg = config(tiny_model_path, tmp_path, "rollout.batch_size=3", "algo.prompts_per_step=2", "algo.group_size=4",
+                 "train.eval_size=10", "train.eval_every=0")  # fmt: skip
+    summary = Trainer(cfg, show_progress=False).fit()
+    assert len(made) == 3 + 3  # one training pool and one eval pool of 3 envs for 8 samples a step and 10 eval episodes
+    assert summary["eval_size"] == 10 and summary["env_steps"] == 8

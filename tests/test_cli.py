@@ -1,0 +1,35 @@
+"""The CLI turns configuration errors into one line and exit code 2, before anything is written; a bug is not one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmrl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rewards.nope=1.0", "rewards: unknown reward 'nope'"),
+    ("env.id=Nope-v9", "env.id: unknown env 'Nope-v9'"),
+    ("policy.kind=tabular", "policy.kind: unknown policy family 'tabular'"),
+    ("algo.advantage=gigpo", "algo.advantage: 'gigpo' is a step-level estimator"),
+])  # fmt: skip
+def test_config_errors_exit_2_in_one_line_before_any_file_is_written(tmp_path, capsys, override, message):
+    code = main(["train", str(ROOT / "configs/cartpole_ppo.yaml"), f"train.output_dir={tmp_path}", override])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("mmrl: error: ") and message in err and "\n" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_key_error_inside_the_library_is_not_reported_as_a_config_error(monkeypatch, tmp_path):
+    from mmrl.trainer import loop
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(loop.Trainer, "fit", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["train", str(ROOT / "configs/cartpole_ppo.yaml"), f"train.output_dir={tmp_path}", "--no-progress"])

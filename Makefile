@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	touch $(STAMP)
 
 quickstart: setup
-	$(VENV)/bin/mmrl train configs/quickstart.yaml
+	$(VENV)/bin/mmrl train configs/quickstart.yaml train.overwrite=true
 
 test: setup
 	$(VPY) -m pytest -q -m "not slow" -p no:cacheprovider

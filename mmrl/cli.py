@@ -93,12 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += rest
     _setup_logging(args.verbose)
     from mmrl.config import ConfigError
+    from mmrl.trainer import TrainingError
 
     try:
         return args.fn(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError) as e:  # a bad config, before anything was written
         print(f"mmrl: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    except TrainingError as e:  # the run stopped (diverged, a non-finite reward); its last checkpoint is good
+        print(f"mmrl: stopped: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

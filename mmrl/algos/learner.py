@@ -97,7 +97,11 @@ class Learner:
         return loss, stats
 
     def update(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, float]:
-        """``cfg.epochs`` passes over ``batch`` in shuffled minibatches; returns the mean of each diagnostic."""
+        """``cfg.epochs`` passes over ``batch`` in shuffled minibatches; returns the mean of each diagnostic.
+
+        A minibatch whose loss or gradient norm is not finite is skipped: no optimizer step, so weights and optimizer
+        state stay as they were. ``nonfinite_updates`` counts them; the diagnostics average the finite ones.
+        """
         if self.cfg.kl_coef and batch.ref_logp is None:
             raise ValueError("algo.kl_coef > 0 but the batch has no ref_logp (the trainer computes it)")
         if batch.returns is not None and self.critic is None:
@@ -106,7 +110,7 @@ class Learner:
         if self.critic is not None:
             self.critic.train()
         sums: dict[str, float] = defaultdict(float)
-        count = 0
+        count = skipped = 0
         B = len(batch)
         mb_size = min(self.cfg.minibatch_size, B)
         for _ in range(self.cfg.epochs):
@@ -115,17 +119,27 @@ class Learner:
                 mb = batch.select(perm[lo : lo + mb_size])
                 loss, stats = self.minibatch_loss(mb)
                 self.optimizer.zero_grad(set_to_none=True)
+                if not torch.isfinite(loss):  # NaN / inf: no backward, no step
+                    skipped += 1
+                    continue
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+                finite = bool(torch.isfinite(grad_norm))
                 if self.critic_params:  # clipped on its own, as a separate model would be
                     critic_norm = torch.nn.utils.clip_grad_norm_(self.critic_params, self.cfg.max_grad_norm)
                     stats["critic_grad_norm"] = float(critic_norm)
+                    finite = finite and bool(torch.isfinite(critic_norm))
+                if not finite:  # clipping cannot repair a NaN / inf gradient: skip the step
+                    self.optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
+                    continue
                 self.optimizer.step()
                 stats["grad_norm"] = float(grad_norm)
                 for k, v in stats.items():
                     sums[k] += v
                 count += 1
         out = {k: v / max(count, 1) for k, v in sums.items()}
+        out["nonfinite_updates"] = float(skipped)
         if batch.returns is not None and batch.old_values is not None:  # critic quality before this update
             m = batch.mask.bool().any(-1) if batch.returns.dim() == 1 else batch.mask
             out["explained_variance"] = losses.explained_variance(batch.old_values, batch.returns, m)

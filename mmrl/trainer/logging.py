@@ -12,14 +12,17 @@ logger = logging.getLogger(__name__)
 
 
 class MetricsLogger:
-    """Append-only metrics log. On resume, rows from steps after the checkpoint are dropped so curves stay consistent."""
+    """Append-only metrics log. On resume, rows from steps after the checkpoint are dropped so curves stay consistent,
+    and so is a line a kill tore in half."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [json.dumps(row) for row in read_metrics(self.path) if row.get("step", 0) <= resume_step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(self.path)  # atomic: a kill now leaves the old file or the new one
         elif resume_step is None:
             self.path.write_text("")
         self.writer = None
@@ -47,5 +50,18 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All rows of a ``metrics.jsonl`` file."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """All rows of a ``metrics.jsonl`` file; a line that is not a JSON object (a row torn by a kill) is skipped with a
+    warning."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            logger.warning("%s, line %d: not a metrics row (torn by a kill?), skipped", path, number)
+            continue
+        rows.append(row)
+    return rows

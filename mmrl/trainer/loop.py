@@ -23,10 +23,11 @@ import torch
 
 from mmrl.algos import advantages, filters, kl
 from mmrl.algos.learner import Learner
-from mmrl.config import ConfigError, RunConfig, to_dict
+from mmrl.config import ConfigError, RunConfig, to_dict, validate
 from mmrl.policies import base
 from mmrl.policies.base import SamplingParams
 from mmrl.rollout.collector import Collector, generated_tokens
+from mmrl.trainer import TrainingError
 from mmrl.trainer import checkpoint as ckpt
 from mmrl.trainer.build import env_factory, evaluate, make_pool, register_judges
 from mmrl.trainer.logging import MetricsLogger
@@ -86,10 +87,6 @@ def check_algo(cfg: RunConfig, family: base.Family) -> None:
         raise ConfigError("algo.replay_capacity: selective replay keeps per-sequence advantages (outcome estimators)")
     if a.tis_cap is not None:
         raise ConfigError("algo.tis_cap: the HF rollout engine is the trainer itself (no mismatch to correct)")
-    if not 0.0 <= a.vppo_top_frac <= 1.0:
-        raise ConfigError(f"algo.vppo_top_frac: expected a fraction in [0, 1], got {a.vppo_top_frac}")
-    if not 0.0 <= a.vppo_mask_prob <= 1.0:
-        raise ConfigError(f"algo.vppo_mask_prob: expected a probability in [0, 1], got {a.vppo_mask_prob}")
     if a.vppo_top_frac > 0 and family.token_weights is None:
         raise ConfigError(f"algo.vppo_top_frac: policy family '{cfg.policy.kind}' has no visual-dependency weights")
     if a.advantage in advantages.CRITIC and family.critic is None:
@@ -107,6 +104,7 @@ class Trainer:
     """Runs one :class:`~mmrl.config.RunConfig` end to end, writing everything under ``cfg.run_dir``."""
 
     def __init__(self, cfg: RunConfig, show_progress: bool = True) -> None:
+        validate(cfg)  # ranges and enumerations (load_config ran it too; a config built in code has not)
         self.family = base.get(cfg.policy.kind)
         check_algo(cfg, self.family)
         self.cfg = cfg
@@ -115,13 +113,22 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         register_judges(cfg)  # before the reward stage and any env: both resolve reward names
-        self.rewards = RewardStage(cfg.rewards)
+        self.rewards = RewardStage(cfg.rewards, cfg.train.nonfinite_rewards)
+        ckpt.claim_run_dir(self.run_dir, to_dict(cfg), cfg.train.resume, cfg.train.overwrite)
         self.pool = make_pool(cfg)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-        resume_from = ckpt.latest_checkpoint(self.run_dir) if cfg.train.resume else None
         spaces = (self.pool.single_observation_space, self.pool.single_action_space)
-        self.policy = self.family.build(cfg, *spaces, resume_from)
+        resume_from, state = None, None
+        if cfg.train.resume and ckpt.list_checkpoints(self.run_dir):  # the newest readable checkpoint
+            found = ckpt.load_latest(self.run_dir, lambda path: (ckpt.load_trainer_state(path),
+                                                                 self.family.build(cfg, *spaces, path)))  # fmt: skip
+            if found is None:
+                raise ConfigError(f"train.resume: no checkpoint in {self.run_dir} can be read; "
+                                  "train.overwrite=true starts the run again")  # fmt: skip
+            resume_from, (state, self.policy) = found
+        else:
+            self.policy = self.family.build(cfg, *spaces, None)
+        self.run_dir.mkdir(parents=True, exist_ok=True)  # everything is checked: now the run directory is written
+        (self.run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
         self.ref_policy = None
         if cfg.algo.kl_coef:  # kl_coef = 0 loads no reference model at all
             # the reference is the policy RL starts from: the warm-up's result once saved, else the initial policy
@@ -146,8 +153,8 @@ class Trainer:
         self.step = 0
         self.summary: dict[str, Any] = {}
         self.recent: deque[float] = deque(maxlen=RECENT)  # returns of the last finished training episodes
-        if resume_from is not None:
-            state = ckpt.load_trainer_state(resume_from)
+        self.bad_steps = 0  # consecutive steps with a skipped (non-finite) update
+        if state is not None:
             self.learner.optimizer.load_state_dict(state["optimizer"])
             ckpt.set_rng_state(state["rng"])
             self.step = self.policy.version = int(state["step"])
@@ -198,13 +205,16 @@ class Trainer:
     def score(self, trajs: list[Trajectory]) -> dict[str, float]:
         """The batched reward stage, then DAPO's overlong shaping (token families) on each episode's last step."""
         a = self.cfg.algo
-        self.rewards(trajs)
+        dropped = self.rewards(trajs)  # a non-finite reward: an error, or (drop) its episode leaves the list
         if a.overlong_cache and self.family.tokens:  # soft overlong punishment over the last overlong_cache tokens
             lengths = torch.tensor([sum(generated_tokens(s.record) for s in t.steps) for t in trajs])
             penalty = filters.overlong_penalty(lengths, self.sampling.max_new_tokens, a.overlong_cache, a.overlong_penalty)
             for t, p in zip(trajs, penalty.tolist()):
                 t.steps[-1].reward += p
-        return self.stats(trajs)
+        stats = self.stats(trajs) if trajs else {}
+        if dropped:
+            stats["reward/nonfinite_dropped"] = float(dropped)
+        return stats
 
     def stats(self, trajs: list[Trajectory]) -> dict[str, float]:
         """Reward mean/std (per reward function too), success, episode returns and lengths of a scored batch."""
@@ -214,11 +224,8 @@ class Trainer:
         if any("success" in t.info for t in trajs):
             out["success"] = float(np.mean([t.success for t in trajs]))
         ended = [episode_return(t) for t in trajs if t.ended]
-        self.recent.extend(ended)
         if ended:
             out["episode/return_mean"] = float(np.mean(ended))
-        if self.recent:
-            out["episode/return_recent"] = float(np.mean(self.recent))
         if self.family.tokens:
             out["response_length"] = float(np.mean([sum(generated_tokens(s.record) for s in t.steps) for t in trajs]))
         return out
@@ -278,6 +285,9 @@ class Trainer:
         t0 = time.perf_counter()
         trajs, stats = self.collect_scored()
         t_collect = time.perf_counter() - t0
+        self.recent.extend(episode_return(t) for t in trajs if t.ended)
+        if self.recent:
+            stats["episode/return_recent"] = float(np.mean(self.recent))
         if not trajs:  # dynamic sampling found no group with a learning signal: nothing to train on
             return {**stats, "skipped": 1.0}
         batch = self.make_batch(trajs)
@@ -311,12 +321,27 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------------------- fit
     def save(self) -> None:
+        """A checkpoint of the current step, unless a weight is not finite (then the last good checkpoint stays)."""
+        modules = [self.policy] + ([self.critic] if self.critic is not None else [])
+        if not all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters()):
+            logger.error("step %d: non-finite weights, no checkpoint written (the previous one is kept)", self.step)
+            return
         extra = {"summary": self.summary, "kl_coef": self.learner.kl_ctl.value, "recent_returns": list(self.recent),
                  "env_steps": self.collector.total_env_steps}
         if self.critic is not None:
             extra["critic"] = self.critic.state_dict()
         ckpt.save_checkpoint(self.run_dir, self.step, self.policy, self.learner.optimizer, extra,
                              keep=self.cfg.train.keep_checkpoints)  # fmt: skip
+
+    def check_health(self, stats: dict[str, float]) -> None:
+        """Count steps whose update skipped a non-finite minibatch; ``train.max_bad_steps`` of them in a row stop the
+        run (the weights and optimizer state are those of the last good step, the last checkpoint is finite)."""
+        self.bad_steps = self.bad_steps + 1 if stats.get("nonfinite_updates", 0.0) > 0 else 0
+        if self.bad_steps >= self.cfg.train.max_bad_steps:
+            self.metrics.log(self.step, stats)
+            raise TrainingError(f"step {self.step}: {self.bad_steps} steps in a row had a non-finite loss or gradient "
+                                f"(train.max_bad_steps={self.cfg.train.max_bad_steps}); the run stops, its last "
+                                "checkpoint is finite: lower algo.lr or check the rewards")  # fmt: skip
 
     def warmup(self) -> None:
         """The family's supervised warm-up (fresh runs); the reference policy then starts from its result."""
@@ -343,6 +368,7 @@ class Trainer:
             while self.step < tc.steps:
                 stats = self.train_step()
                 self.step += 1
+                self.check_health(stats)
                 if tc.eval_every and self.step % tc.eval_every == 0 and self.step < tc.steps:
                     stats.update(self.evaluate())
                 if self.step % max(tc.log_every, 1) == 0 or self.step == tc.steps:
@@ -352,9 +378,12 @@ class Trainer:
                 evals = {k: v for k, v in stats.items() if k.startswith("eval/")}
                 advance(f"reward {stats.get('reward/mean', float('nan')):.2f} kl {stats.get('approx_kl', 0.0):.4f}"
                         + (f" {_brief(evals)}" if evals else ""))  # fmt: skip
-        final = before if self.step == 0 and before else self.evaluate()  # no RL step ran: the first eval is final
-        if final is not before:
-            self.metrics.log(self.step, final)
+        if self.summary.get("steps") == self.step and "return_after_rl" in self.summary:
+            final = {}  # resumed from the final checkpoint: its evaluation is already logged and summarised
+        else:
+            final = before if self.step == 0 and before else self.evaluate()  # no RL step ran: the first eval is final
+            if final is not before:
+                self.metrics.log(self.step, final)
         self.summary.update({
             **summary_keys(final, "after_rl"),
             "eval_size": tc.eval_size,

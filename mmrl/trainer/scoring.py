@@ -7,6 +7,10 @@ batches across the rollout; the weighted sum becomes the step's reward and the u
 ``info["reward_parts"]``. Envs that score in ``step()`` (any Gymnasium env) keep their own rewards: nothing is scored
 twice.
 
+A reward that is not finite (NaN, inf) is never turned into a number: with ``train.nonfinite_rewards: error`` (the
+default) the run stops with a one-line error naming the reward function (or the env) and the completion's episode;
+with ``drop`` the episode is left out of the batch and counted (``reward/nonfinite_dropped``).
+
 Example:
     >>> stage = RewardStage({"accuracy": 1.0, "format_answer": 0.1})
     >>> stage(trajectories)  # sets the deferred steps' rewards
@@ -16,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,9 +28,17 @@ import numpy as np
 
 import rewards
 from mmrl.config import ConfigError
+from mmrl.trainer import TrainingError
 from mmrl.types import Step, Trajectory
 
 DEFERRED = "reward_columns"  # the info key of a step whose reward this stage computes
+
+
+NONFINITE = ("error", "drop")
+
+
+class NonFiniteRewardError(TrainingError):
+    """A reward function (or an env) returned NaN or inf: one line naming it."""
 
 
 def is_deferred(step: Step) -> bool:
@@ -35,16 +48,22 @@ def is_deferred(step: Step) -> bool:
 class RewardStage:
     """The weighted sum of the named reward functions (``rewards: {name: weight}``), applied to deferred steps."""
 
-    def __init__(self, weights: dict[str, float]) -> None:
+    def __init__(self, weights: dict[str, float], nonfinite: str = "error") -> None:
+        if nonfinite not in NONFINITE:
+            raise ConfigError(f"train.nonfinite_rewards: expected error or drop, got '{nonfinite}'")
+        self.nonfinite = nonfinite
         self.weights = dict(weights)
         try:
             self.total = rewards.composite(self.weights) if self.weights else None
         except KeyError as e:  # an unknown name: one line listing the known ones
             raise ConfigError(f"rewards: {e.args[0]}") from None
 
-    def __call__(self, trajectories: Sequence[Trajectory]) -> None:
-        """Score the deferred steps of ``trajectories`` in place: one call of each reward function."""
+    def __call__(self, trajectories: list[Trajectory]) -> int:
+        """Score the deferred steps of ``trajectories`` in place (one call of each reward function); episodes with a
+        non-finite reward raise :class:`NonFiniteRewardError` or, with ``drop``, are removed from the list. Returns
+        the number dropped."""
         pending = [s for t in trajectories for s in t.steps if is_deferred(s)]
+        bad: dict[int, str] = {}  # id(step) -> what returned a non-finite value
         if pending and self.total is not None:
             keys = sorted({k for s in pending for k in s.info[DEFERRED]})
             columns: dict[str, list[Any]] = {k: [s.info[DEFERRED].get(k) for s in pending] for k in keys}
@@ -52,9 +71,26 @@ class RewardStage:
             for i, step in enumerate(pending):
                 step.reward = float(total[i])
                 step.info["reward_parts"] = {name: float(values[i]) for name, values in parts.items()}
+                culprit = next((f"reward '{n}'" for n, v in step.info["reward_parts"].items() if not math.isfinite(v)), None)
+                if culprit is not None:
+                    bad[id(step)] = culprit
+        for t in trajectories:  # rewards the envs computed themselves
+            for s in t.steps:
+                if not math.isfinite(s.reward) and id(s) not in bad:
+                    bad[id(s)] = "the env's reward"
+        dropped = 0
+        if bad:
+            hit = [t for t in trajectories if any(id(s) in bad for s in t.steps)]
+            if self.nonfinite == "error":
+                culprit = next(bad[id(s)] for s in hit[0].steps if id(s) in bad)
+                raise NonFiniteRewardError(f"{culprit} returned a non-finite value (NaN or inf) for an episode of group "
+                                           f"{hit[0].group_id}; train.nonfinite_rewards=drop leaves such episodes out")  # fmt: skip
+            dropped = len(hit)
+            trajectories[:] = [t for t in trajectories if all(id(s) not in bad for s in t.steps)]
         for t in trajectories:  # the episode's info reflects its scored last step, as an env that scores itself
             if t.steps and "reward_parts" in t.steps[-1].info:
                 t.info["reward_parts"] = t.steps[-1].info["reward_parts"]
+        return dropped
 
     @staticmethod
     def parts(trajectories: Sequence[Trajectory]) -> dict[str, float]:

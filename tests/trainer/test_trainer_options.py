@@ -44,7 +44,7 @@ def fake(rewards, group_ids, lengths=None):
     ("policy.kind=mpl", "policy.kind: unknown policy family 'mpl' \\(did you mean 'mlp'\\?\\)"),
     ("env.id=nope-v0", "env.id: unknown env 'nope-v0'"),
     ("rewards.accuracyy=1.0", "rewards: unknown reward 'accuracyy'"),
-    ("env.pool=threads", "env.pool: unknown pool mode 'threads'"),
+    ("env.pool=threads", "env.pool: must be one of sync \\| async"),
 ])  # fmt: skip
 def test_options_the_vlm_trainer_does_not_implement_are_one_line_errors(tiny_model_path, tmp_path, override, message):
     with pytest.raises((ConfigError, KeyError), match=message) as err:
@@ -123,7 +123,7 @@ def test_judges_from_the_config_score_episodes(tiny_model_path, tmp_path):
 @pytest.mark.parametrize("judges, message", [
     ("{j: {kind: oracle, path: PATH}}", "judges.j.kind"),
     ("{j: {path: /nonexistent}}", "judges.j.path"),
-    ("{j: {path: PATH, mode: vibes}}", "judges.j: mode must be"),
+    ("{j: {path: PATH, mode: vibes}}", "judges.j.mode: must be one of score \\| compare"),
     ("{accuracy: {path: PATH}}", "taken by a built-in reward"),
 ])  # fmt: skip
 def test_bad_judge_configs_are_one_line_errors(tiny_model_path, tmp_path, judges, message):

@@ -2,28 +2,50 @@
 
 Schema of one row (JSON object or Parquet record):
 
-- ``prompt`` (str), aliases ``problem``, ``question``: the question text; ``prompt_suffix`` (the format instruction) is
-  appended to it.
+- ``prompt`` (str, not blank), aliases ``problem``, ``question``: the question text; ``prompt_suffix`` (the format
+  instruction) is appended to it. At most ``max_prompt_chars`` characters (see "Bad data").
 - ``images`` (list), alias ``image`` (one entry): each entry a path, relative to the data file's directory unless
-  absolute, or a Hugging Face ``datasets`` image struct ``{"bytes": ..., "path": ...}`` (embedded bytes win). May be
-  absent (text-only row). Images are decoded lazily, at ``reset``, as RGB uint8 ``[H, W, 3]``.
-- ``answer`` (str or number), alias ``solution``: the ground truth. A ``solution`` that wraps its answer in
-  ``<answer>...</answer>`` (R1-V style) contributes only the wrapped text.
+  absolute, or a Hugging Face ``datasets`` image struct ``{"bytes": ..., "path": ...}`` (embedded bytes win; ``bytes``
+  must be binary: a base64 string is refused, not decoded). May be absent (text-only row). Images are decoded lazily,
+  at ``reset``, as RGB uint8 ``[H, W, 3]`` (any mode PIL converts: P, RGBA, L, 1, I;16, CMYK, ...).
+- ``answer`` (str, int or finite float; not blank), alias ``solution``: the ground truth. A ``solution`` that wraps its
+  answer in ``<answer>...</answer>`` (R1-V style) contributes only the wrapped text. A boolean is refused (``True``
+  would be compared as the text "True": write "yes"/"no" for the data's own convention).
 - ``answer_choices`` (optional list): the finite answer vocabulary, returned in ``info["answer_choices"]``.
 - any other column (``data_source``, ``image_size``, ...): passed to the reward functions as a column of the same name
   and returned in ``info`` under its name (at reset and step). The names ``success``, ``reward_parts``,
-  ``parsed_answer``, ``row_index``, ``augment`` and ``reward_columns`` are the env's own info keys and are refused.
+  ``parsed_answer``, ``row_index``, ``augment``, ``reward_columns``, ``bad_rows``, ``skipped`` and ``truncated_rows``
+  are the env's own info keys and are refused.
 
 When a row has a field under several names (``prompt`` and ``question``), the first name listed above wins; the others
 are passed to the reward functions only. A null value counts as absent (Parquet fills a row's missing columns with
-nulls, so the same rows load identically from JSONL and Parquet). Every row is validated when the env is built
-(missing prompt or answer, ``images`` not a list, an image file that does not exist): a bad row is a one-line
-:class:`DatasetError` naming the file, the line (JSONL, 1-based) or row (Parquet, 0-based) and the field.
+nulls, so the same rows load identically from JSONL and Parquet).
+
+Bad data, at load: what can be checked without decoding an image is checked when the env is built, so a bad file
+fails before training starts. A missing, blank or over-long prompt; a missing or blank answer, a NaN or infinite one,
+one of another type; ``images`` not a list, an image file that does not exist, embedded image bytes given as a string
+or a number; a row that is not an object; a line that is not JSON: each is a one-line :class:`DatasetError` naming the
+file, the line (JSONL, 1-based) or row (Parquet or JSON array, 0-based) and the field. A prompt longer than
+``max_prompt_chars`` (null or 0: no limit) is that error with ``long_prompts: error``; with ``truncate`` it keeps its
+first ``max_prompt_chars`` characters and is counted in ``truncated_rows`` (an env attribute and a reset info key). The
+default, 20000, is far above real VQA prompts (tens to hundreds of characters) and far below what a rollout cannot
+hold (a 1 MB prompt made the first rollout ask for 1.1 TB).
+
+Bad data, at reset: what only decoding finds (corrupt or truncated bytes, an unreadable or since-deleted file, a format
+PIL cannot read) does not stop a run. ``reset()`` skips that row and shows the row at the next position of the order,
+logs a warning naming the file, the line/row and the reason (at the row's first skip; at debug level on later passes),
+and reports it in the reset info: ``info["bad_rows"]`` is the number of distinct rows this env has skipped so far,
+``info["skipped"]`` the ``"<file>, line N: <reason>"`` (``row N`` for Parquet) of each row skipped during this reset
+(``[]`` when none). A mixup or distractor image that does not decode is replaced by the next image in the other rows'
+numbering (one random draw whatever fails, so a seed still gives the same augmentation) and its row is reported the
+same way. A reset that finds no row (or no other image) that decodes is a one-line :class:`DatasetError`, as is
+``reset(options={"index": i})`` on a row that does not decode: the caller named that row (nothing is skipped or
+counted). ``bad_rows``, ``skipped`` and ``truncated_rows`` are in every reset's info and in no step's.
 
 Order: ``reset()`` visits rows in file order, or with ``shuffle`` in a permutation seeded by ``seed`` (a fresh one each
-pass). ``reset(seed=s)`` jumps to position ``s`` of that order (so a seed names a question, as in the synthetic env) and
-later ``reset()`` calls continue from there; ``reset(options={"index": i})`` shows row ``i`` of the file without moving
-the position.
+pass). ``reset(seed=s)`` jumps to position ``s`` of that order (so a seed names a question, as in the synthetic env; if
+that row is bad, the next good position's row is shown, so two seeds can show one row) and later ``reset()`` calls
+continue from there; ``reset(options={"index": i})`` shows row ``i`` of the file without moving the position.
 
 Augmentation (``augment``, see :mod:`envs.transforms`): the other image of a mixup or distractor is an image of another
 row (uniform over the other rows' images), decoded afresh; with ``image_size`` set it has that size, so the observation
@@ -33,12 +55,13 @@ question saying which picture it is about). Their randomness comes from the env'
 construction and ``reset(seed=s)`` reseeds it, so the same seed shows the same row augmented the same way.
 
 Sharing: a data file is parsed once per process. ``_TABLES`` (a module-level dict guarded by ``_TABLES_LOCK``) holds
-one immutable table of validated rows per (resolved path, ``max_rows``), the only option that changes the rows (the
-``prompt_suffix`` is added at reset, ``image_size`` when decoding); every env built on that file with that ``max_rows``
-shares it, so the memory of N envs over one file is that of one. The table is re-read when the file's identity (device,
-inode, size, mtime in ns) changes, and lives until then or until the process ends. Rows are never mutated: the env
-copies what it hands out of a row (columns, info, answer choices). Worker processes each parse and hold their own copy.
-A table once loaded is not re-validated: an image file deleted afterwards is an error at reset, not at construction.
+one immutable table of validated rows per (resolved path, ``max_rows``, ``max_prompt_chars``, ``long_prompts``), the
+options that change the rows or which rows are refused (the ``prompt_suffix`` is added at reset, ``image_size`` when
+decoding); every env built on that file with those options shares it, so the memory of N envs over one file is that
+of one. The table is re-read when the file's identity (device, inode, size, mtime in ns) changes, and lives until then
+or until the process ends. Rows are never mutated: the env copies what it hands out of a row (columns, info, answer
+choices). Worker processes each parse and hold their own copy.
+A table once loaded is not re-validated: an image file deleted afterwards is found at reset (and the row skipped).
 
 Example:
     >>> env = DatasetVQAEnv(path="assets/vqa/sample.jsonl", rewards={"accuracy": 1.0})
@@ -53,6 +76,7 @@ import copy
 import io
 import json
 import logging
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,7 +86,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from envs.transforms import AugmentContext
 from envs.vqa.base import Episode, VQAEnv, image_hw, reference_solution
@@ -74,10 +98,14 @@ logger = logging.getLogger(__name__)
 PROMPT_KEYS: tuple[str, ...] = ("prompt", "problem", "question")
 ANSWER_KEYS: tuple[str, ...] = ("answer", "solution")
 IMAGE_KEYS: tuple[str, ...] = ("images", "image")
-RESERVED_INFO: frozenset[str] = frozenset({"success", "reward_parts", "reward_columns", "parsed_answer", "row_index", "augment"})
+RESERVED_INFO: frozenset[str] = frozenset(
+    {"success", "reward_parts", "reward_columns", "parsed_answer", "row_index", "augment"}  # step and reset
+    | {"bad_rows", "skipped", "truncated_rows"}  # reset only: bad data met (see the module docstring)
+)
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _PARQUET_BATCH_ROWS = 256  # Parquet rows turned into Python objects at a time: never the whole file's at once
+LONG_PROMPTS = ("error", "truncate")  # what a prompt over max_prompt_chars does (see the module docstring)
 
 
 class DatasetError(ConfigError):
@@ -92,6 +120,8 @@ class DatasetVQAConfig:
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})  # reward name -> weight (rewards.get)
     prompt_suffix: str = " Answer with <answer>...</answer>."  # format instruction appended to every prompt ("" = none)
     max_rows: int | None = None  # keep only the first max_rows rows of the file (None = all)
+    max_prompt_chars: int | None = 20000  # longest prompt in characters (null/0: no limit); ~100x a VQA question
+    long_prompts: str = "error"  # error | truncate: a prompt over max_prompt_chars fails the load, or keeps its start
     image_size: int | list[int] | None = None  # resize images to this side or [height, width]; None keeps native sizes
     max_action_length: int = 1024  # action_space max length in characters (longer text is still accepted by step)
     require_tags: bool = True  # answers count only inside <answer></answer> (the prompt asks for them); a reward column
@@ -122,36 +152,44 @@ class _Table:
     # the longest prompt, then every other character of the prompts in strings no longer than it: the text space of
     # these strings is that of all the prompts (same charset, same max length), built in O(1) per env, not O(rows)
     prompt_samples: tuple[str, ...]
+    truncated_rows: int  # prompts cut to max_prompt_chars (long_prompts: truncate)
 
 
-_TableKey = tuple[str, int | None]  # (resolved path, max_rows)
+_TableKey = tuple[str, int | None, int | None, bool]  # (resolved path, max_rows, max_prompt_chars, truncate)
 _FileId = tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns): a rewritten file gets a new one
-_TABLES: dict[_TableKey, tuple[_FileId, _Table]] = {}  # the process-wide cache, one entry per file and max_rows
+_TABLES: dict[_TableKey, tuple[_FileId, _Table]] = {}  # the process-wide cache, one entry per file and options
 _TABLES_LOCK = threading.Lock()  # held while parsing, so envs built in threads parse a file once
 
 
-def _load_table(path: Path, max_rows: int | None) -> _Table:
-    """The validated rows of ``path`` (the first ``max_rows``), from the cache while the file is unchanged.
+def _load_table(path: Path, max_rows: int | None, max_prompt_chars: int | None, truncate: bool) -> _Table:
+    """The validated rows of ``path`` (the first ``max_rows``; prompts over ``max_prompt_chars`` an error, or cut to it
+    when ``truncate``), from the cache while the file is unchanged.
 
     Raises the first bad row's :class:`DatasetError`; a failed parse is not cached (the next env re-reads the file).
     """
     resolved = path.resolve()
     st = resolved.stat()
-    key, file_id = (str(resolved), max_rows), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (str(resolved), max_rows, max_prompt_chars or None, truncate)  # 0 and None: both no limit, one table
+    file_id = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     with _TABLES_LOCK:
         cached = _TABLES.get(key)
         if cached is not None and cached[0] == file_id:
             logger.debug("sharing the parsed rows of %s", path)
             return cached[1]
         _TABLES.pop(key, None)  # a changed file: drop the old rows before reading the new ones
-        rows = tuple(_parse_row(path, loc, rec, resolved.parent) for loc, rec in _read_records(path, max_rows))
+        cut: list[str] | None = [] if truncate else None  # where prompts were truncated
+        records = _read_records(path, max_rows)
+        rows = tuple(_parse_row(path, loc, rec, resolved.parent, max_prompt_chars, cut) for loc, rec in records)
         if not rows:
             raise DatasetError(f"{path}: no rows")
         image_start = np.cumsum([0] + [len(r.images) for r in rows], dtype=np.int64)  # [num_rows + 1]
         image_start.flags.writeable = False
-        table = _Table(rows, image_start, _prompt_samples([r.prompt for r in rows]))
+        table = _Table(rows, image_start, _prompt_samples([r.prompt for r in rows]), len(cut or ()))
         _TABLES[key] = (file_id, table)
     logger.info("loaded %d VQA rows from %s", len(rows), path)
+    if cut:
+        logger.warning("%s: truncated %d prompt(s) to max_prompt_chars=%d characters (first at %s)", path, len(cut),
+                       max_prompt_chars, cut[0])  # fmt: skip
     return table
 
 
@@ -180,7 +218,7 @@ def _read_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, Any]]
         if text.lstrip().startswith("["):  # a JSON array of rows
             try:
                 records = json.loads(text)
-            except json.JSONDecodeError as e:
+            except (ValueError, RecursionError) as e:  # JSONDecodeError, an int over 4300 digits, deep nesting
                 raise DatasetError(f"{path}: invalid JSON: {e}") from None
             yield from ((f"row {i}", rec) for i, rec in enumerate(records[:max_rows]))
             return
@@ -194,7 +232,7 @@ def _read_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, Any]]
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as e:
+            except (ValueError, RecursionError) as e:  # JSONDecodeError, an int over 4300 digits, deep nesting
                 raise DatasetError(f"{path}, line {lineno}: invalid JSON: {e}") from None
             count += 1
             yield f"line {lineno}", record
@@ -240,8 +278,12 @@ def _first(record: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, A
 def _image_ref(entry: Any, field_name: str, where: str, root: Path) -> str | bytes:
     """Check one image entry (path or ``{"bytes", "path"}`` struct) and resolve it against ``root``."""
     if isinstance(entry, dict):
-        if entry.get("bytes"):
-            return bytes(entry["bytes"])
+        data = entry.get("bytes")
+        if data not in (None, b"", "") and not isinstance(data, (bytes, bytearray, memoryview)):
+            kind = type(data).__name__
+            raise DatasetError(f"{where}: field '{field_name}.bytes' must be encoded image bytes (binary), got {kind}")
+        if data:
+            return bytes(data)
         entry = entry.get("path")
     if not isinstance(entry, str) or not entry:
         raise DatasetError(f"{where}: field '{field_name}' must be an image path, got {type(entry).__name__} {entry!r}")
@@ -251,8 +293,14 @@ def _image_ref(entry: Any, field_name: str, where: str, root: Path) -> str | byt
     return str(resolved)  # a str is a fraction of a Path's memory, and rows can number millions
 
 
-def _parse_row(path: Path, loc: str, record: Any, root: Path) -> _Row:
-    """Validate one record into a :class:`_Row`; raise a one-line DatasetError naming the file, ``loc`` and the field."""
+def _parse_row(
+    path: Path, loc: str, record: Any, root: Path, max_prompt_chars: int | None, cut: list[str] | None
+) -> _Row:
+    """Validate one record into a :class:`_Row`; raise a one-line DatasetError naming the file, ``loc`` and the field.
+
+    A prompt over ``max_prompt_chars`` (None or 0: no limit) is an error, or with ``cut`` (a list) truncated to it and
+    ``loc`` appended to ``cut``. Nothing here decodes an image (that is reset's, which skips rows that fail).
+    """
     where = f"{path}, {loc}"
     if not isinstance(record, dict):
         raise DatasetError(f"{where}: a row must be an object/mapping, got {type(record).__name__}")
@@ -263,15 +311,29 @@ def _parse_row(path: Path, loc: str, record: Any, root: Path) -> _Row:
         raise DatasetError(f"{where}: missing field 'prompt' (or its aliases 'problem', 'question')")
     if not isinstance(prompt, str):
         raise DatasetError(f"{where}: field '{prompt_key}' must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise DatasetError(f"{where}: field '{prompt_key}' is empty")
+    if max_prompt_chars and len(prompt) > max_prompt_chars:
+        if cut is None:
+            limit = f"max_prompt_chars={max_prompt_chars}"
+            raise DatasetError(f"{where}: field '{prompt_key}' has {len(prompt)} characters, more than {limit} "
+                               "(raise it, or set long_prompts: truncate)")  # fmt: skip
+        prompt = prompt[:max_prompt_chars]
+        cut.append(loc)
 
     answer_key, answer = _first(record, ANSWER_KEYS)
     if answer_key is None:
         raise DatasetError(f"{where}: missing field 'answer' (or its alias 'solution')")
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         raise DatasetError(f"{where}: field '{answer_key}' must be a string or number, got {type(answer).__name__}")
+    if isinstance(answer, float) and not math.isfinite(answer):  # JSON's NaN/Infinity literals, Parquet float NaN
+        raise DatasetError(f"{where}: field '{answer_key}' must be a finite number, got {answer}")
     answer = str(answer)
     if answer_key == "solution":
-        answer = (answer_span(answer) or answer).strip()
+        span = answer_span(answer)
+        answer = (answer if span is None else span).strip()
+    if not answer.strip():
+        raise DatasetError(f"{where}: field '{answer_key}' is empty")
 
     image_key, images = _first(record, IMAGE_KEYS)
     if image_key == "images":
@@ -321,12 +383,18 @@ class DatasetVQAEnv(VQAEnv):
             raise ConfigError("path: the data file (JSONL or Parquet) is required")
         if cfg.max_rows is not None and cfg.max_rows < 1:
             raise ConfigError(f"max_rows: must be >= 1 or null, got {cfg.max_rows}")
+        limit = cfg.max_prompt_chars
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise ConfigError(f"max_prompt_chars: must be an integer >= 0 or null (0, null: no limit), got {limit!r}")
+        if cfg.long_prompts not in LONG_PROMPTS:
+            raise ConfigError(f"long_prompts: must be one of {' | '.join(LONG_PROMPTS)}, got {cfg.long_prompts!r}")
         self.path = Path(cfg.path)
         if not self.path.is_file():
             raise DatasetError(f"{self.path}: data file not found")
         self.image_hw = image_hw(cfg.image_size) if cfg.image_size is not None else None
-        table = _load_table(self.path, cfg.max_rows)
-        self.rows = table.rows  # shared with every env on this file and max_rows: read-only
+        table = _load_table(self.path, cfg.max_rows, limit, cfg.long_prompts == "truncate")
+        self.rows = table.rows  # shared with every env on this file and these options: read-only
+        self.truncated_rows = table.truncated_rows  # prompts cut to max_prompt_chars at load (long_prompts: truncate)
         super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags, cfg.augment,
                          cfg.defer_rewards)
         # images of all rows, row by row: row i owns image numbers _image_start[i] to _image_start[i + 1] - 1
@@ -347,6 +415,7 @@ class DatasetVQAEnv(VQAEnv):
         self._np_random, self._np_random_seed = seeding.np_random(cfg.seed)
         self._position = 0  # next position in the (possibly shuffled) visiting order; grows past num_rows
         self._perm_epoch, self._perm = -1, np.arange(0)
+        self._bad_rows: set[int] = set()  # file rows this env found undecodable (skipped): info["bad_rows"] is its size
 
     @property
     def num_rows(self) -> int:
@@ -366,7 +435,8 @@ class DatasetVQAEnv(VQAEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Show the next row (``seed`` jumps to that position; ``options={"index": i}`` shows file row ``i``)."""
+        """Show the next row whose images decode (``seed`` jumps to that position; ``options={"index": i}`` shows
+        file row ``i`` or raises). ``info`` adds ``bad_rows``, ``skipped`` and ``truncated_rows`` (module docstring)."""
         super().reset(seed=seed)
         options = dict(options or {})
         index = options.pop("index", None)
@@ -374,42 +444,98 @@ class DatasetVQAEnv(VQAEnv):
             raise ValueError(f"reset(options=...): unknown keys {sorted(options)} (known: index)")
         if seed is not None:
             self._position = int(seed)
+        skipped: list[str] = []  # "<file>, <loc>: <reason>" of each row passed over in this reset
         if index is None:
-            index = self.row_at(self._position)
-            self._position += 1
+            index, images = self._next_good_row(skipped)
         elif not isinstance(index, (int, np.integer)) or not 0 <= index < self.num_rows:
             raise IndexError(f"reset(options={{'index': {index!r}}}): expected an integer in [0, {self.num_rows})")
-        row = self.rows[int(index)]
+        else:
+            index = int(index)
+            images = self._decode_row(index)  # the caller named this row: a bad one is its error, not skipped
+        row = self.rows[index]
         episode = Episode(
             text=row.prompt + self.config.prompt_suffix,
-            images=[self._load_image(ref, row.loc, i) for i, ref in enumerate(row.images)],
+            images=images,
             answer=row.answer,
             answer_choices=None if row.choices is None else list(row.choices),
             solution=reference_solution(row.answer, f"The answer is {row.answer}."),
             # the row is shared with other envs: the rewards get a copy of its columns (they may keep or change it),
             # and info a new dict whose values _begin and step copy before handing them out
             columns=copy.deepcopy(row.columns),
-            info={**row.info, "row_index": int(index)},
+            info={**row.info, "row_index": index},
         )
-        return self._begin(episode, AugmentContext(draw_image=lambda: self._other_image(int(index))))
+        obs, info = self._begin(episode, AugmentContext(draw_image=lambda: self._other_image(index, skipped)))
+        # after _begin: an augmentation's other image may have skipped rows too. Reset-only keys (not in episode.info)
+        info.update(bad_rows=len(self._bad_rows), skipped=skipped, truncated_rows=self.truncated_rows)
+        return obs, info
 
-    def _other_image(self, index: int) -> np.ndarray:
-        """An image of a row other than ``index``, uniform over those rows' images, decoded afresh."""
-        start, stop = self._image_start[index], self._image_start[index + 1]
-        k = int(self.np_random.integers(self._image_start[-1] - (stop - start)))
-        k += (stop - start) if k >= start else 0  # skip the images of row ``index``
-        row = int(np.searchsorted(self._image_start, k, side="right")) - 1
-        i = k - int(self._image_start[row])
-        return self._load_image(self.rows[row].images[i], self.rows[row].loc, i)
+    def _next_good_row(self, skipped: list[str]) -> tuple[int, list[np.ndarray]]:
+        """The file row at the next position of the order whose images all decode, and its images; each row passed
+        over is reported (see :meth:`_skip`). Every row failing is a one-line DatasetError, not an endless loop."""
+        failed: set[int] = set()  # rows failed in this call: a shuffled order may cross a pass and repeat some
+        while True:
+            index = self.row_at(self._position)
+            self._position += 1
+            try:
+                return index, self._decode_row(index)
+            except DatasetError as e:
+                self._skip(index, str(e), skipped)
+                failed.add(index)
+                if len(failed) == self.num_rows:
+                    raise DatasetError(f"{self.path}: none of its {self.num_rows} rows has images that decode "
+                                       f"(the last: {self.rows[index].loc}: {_reason(e)})") from None  # fmt: skip
+
+    def _skip(self, index: int, where: str, skipped: list[str]) -> None:
+        """Report file row ``index`` as undecodable (``where``: its one-line DatasetError): counted once per env in
+        ``bad_rows``, listed in this reset's ``skipped``, logged as a warning the first time and at debug after."""
+        level = logging.DEBUG if index in self._bad_rows else logging.WARNING
+        self._bad_rows.add(index)
+        skipped.append(where)
+        logger.log(level, "skipped a row whose image does not decode: %s", where)
+
+    def _decode_row(self, index: int) -> list[np.ndarray]:
+        """The images of file row ``index``, each RGB uint8 ``[H, W, 3]``; the first that fails raises DatasetError."""
+        row = self.rows[index]
+        return [self._load_image(ref, row.loc, i) for i, ref in enumerate(row.images)]
+
+    def _other_image(self, index: int, skipped: list[str]) -> np.ndarray:
+        """An image of a row other than ``index``, uniform over those rows' images, decoded afresh. One that does not
+        decode is reported and replaced by the next in the numbering: one random draw whatever fails, so the rest of
+        the augmentation draws what it would with good data (a seed gives the same result every time)."""
+        start, stop = int(self._image_start[index]), int(self._image_start[index + 1])
+        others = int(self._image_start[-1]) - (stop - start)
+        first = int(self.np_random.integers(others))
+        for step in range(others):
+            k = (first + step) % others
+            k += (stop - start) if k >= start else 0  # skip the images of row ``index``
+            row = int(np.searchsorted(self._image_start, k, side="right")) - 1
+            i = k - int(self._image_start[row])
+            try:
+                return self._load_image(self.rows[row].images[i], self.rows[row].loc, i)
+            except DatasetError as e:
+                self._skip(row, str(e), skipped)
+        raise DatasetError(f"{self.path}, {self.rows[index].loc}: an augmentation needs an image of another row, and "
+                           f"none of the other {others} decodes")  # fmt: skip
 
     def _load_image(self, ref: str | bytes, loc: str, i: int) -> np.ndarray:
-        """Decode image ``i`` of the row at ``loc`` to RGB uint8 ``[H, W, 3]`` (resized to ``image_size`` when set)."""
+        """Decode image ``i`` of the row at ``loc`` to RGB uint8 ``[H, W, 3]`` (resized to ``image_size`` when set);
+        any failure (unreadable file, corrupt or truncated bytes, an unknown format) is a one-line DatasetError."""
         try:
             with Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref) as img:
                 rgb = img.convert("RGB")
         except Exception as e:  # PIL raises several types for unreadable images
-            name = "embedded bytes" if isinstance(ref, bytes) else ref
-            raise DatasetError(f"{self.path}, {loc}: field 'images[{i}]': cannot read image {name}: {e}") from None
+            name, why = "(embedded bytes)" if isinstance(ref, bytes) else ref, _reason(e)
+            raise DatasetError(f"{self.path}, {loc}: field 'images[{i}]': cannot read image {name}: {why}") from None
         if self.image_hw is not None and rgb.size != (self.image_hw[1], self.image_hw[0]):
             rgb = rgb.resize((self.image_hw[1], self.image_hw[0]), Image.Resampling.BICUBIC)
         return np.asarray(rgb, dtype=np.uint8).copy()  # [H, W, 3]
+
+
+def _reason(error: BaseException) -> str:
+    """One line saying why ``error`` happened (PIL's "cannot identify image file <BytesIO at 0x...>" shortened)."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image format PIL can read"
+    if isinstance(error, DatasetError):  # already "<file>, <loc>: <field>: <reason>"
+        return str(error).split(": ", 1)[-1]
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

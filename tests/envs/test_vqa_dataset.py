@@ -205,8 +205,11 @@ def test_images_are_opened_lazily(data_dir, test_rewards):
     path = write_jsonl(data_dir / "rows.jsonl", [GOOD, {**GOOD, "images": ["images/broken.png"]}])
     env = DatasetVQAEnv(path=str(path), rewards=test_rewards)  # loads: the file exists
     env.reset()
+    _, info = env.reset()  # the broken row is found only now, and skipped (tests/envs/test_vqa_dataset_bad_rows.py)
+    assert info["row_index"] == 0 and info["bad_rows"] == 1
+    assert [s.split(": cannot")[0] for s in info["skipped"]] == [f"{path}, line 2: field 'images[0]'"]
     with pytest.raises(DatasetError, match=r"line 2: field 'images\[0\]': cannot read image"):
-        env.reset()
+        env.reset(options={"index": 1})  # asked for by index: an error
 
 
 # ------------------------------------------------------------------------------------------ actions and the API

@@ -143,6 +143,8 @@ class EnvConfig:
     max_turns: Annotated[int | None, SIZE] = 1  # steps (turns) per episode before the collector truncates it; None = the env decides
     pool: Annotated[str, one_of(*POOL_MODES)] = "sync"  # sync: envs in this process (Gymnasium SyncVectorEnv) | async: one worker process per env (AsyncVectorEnv)
     normalize_reward: Annotated[bool, FLAG] = False  # training envs: divide rewards by the running std of the discounted return (gamma = algo.gamma), clip to [-10, 10]
+    step_timeout: Annotated[float | None, POSITIVE] = None  # async pools: seconds a step or reset may take before the workers count as hung and are restarted (None = wait)
+    max_restarts: Annotated[int, COUNT] = 3  # failures in a row an env (or the worker pool) may have before the run stops; each failed episode is counted and left out
 
 
 @dataclass
@@ -219,6 +221,7 @@ class TrainConfig:
     overwrite: Annotated[bool, FLAG] = False  # start again in a run directory that already holds a run (its checkpoints, metrics and summary are deleted)
     max_bad_steps: Annotated[int, SIZE] = 3  # stop the run after this many steps in a row whose update met a non-finite loss or gradient (those minibatches are skipped)
     nonfinite_rewards: Annotated[str, one_of(*NONFINITE_REWARDS)] = "error"  # a NaN / inf reward: error (stop, naming the reward function) | drop (leave its episode out, counted)
+    max_bad_rows: Annotated[int, COUNT] = 100  # stop the run once the envs have skipped more data rows than this (rows whose images do not decode; each is logged with its file and line)
 
 
 @dataclass

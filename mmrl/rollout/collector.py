@@ -12,6 +12,10 @@ Two ways to collect, one loop underneath (act on every live env together, step t
   env's steps since its last reset form a trajectory; one that has not ended when the horizon is reached is returned
   as a fragment (its ``final_observation`` bootstraps the return) and goes on in the next call.
 
+Infrastructure failures (an env that raised, hung or lost its worker: ``info["infra_failure"]``, see
+:mod:`mmrl.rollout.pool`) end their episode, which is left out of the returned trajectories (and so out of its GRPO
+group) and counted in ``stats.infra_failures``: a crash is never scored as the policy's failure.
+
 Episode ends: ``terminated`` ends the MDP (no bootstrap). ``truncated`` (the env's time limit, or ``max_steps`` here,
 recorded as truncation) ends the episode but not the MDP: the learner bootstraps the return with ``V(final_observation)``,
 as it does for fragments. Gymnasium's autoreset is off (``AutoresetMode.DISABLED``): the env is reset here, right after
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmrl.policies.base import Policy, SamplingParams
-from mmrl.rollout.pool import EnvPool
+from mmrl.rollout.pool import INFRA, EnvPool
 from mmrl.types import Step, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ class RolloutStats:
     seconds: float = 0.0
     env_steps: int = 0  # steps of the policy's episodes (spares not counted)
     generated_tokens: int = 0  # tokens of the actions (families whose records count them)
+    infra_failures: int = 0  # episodes (or fragments) lost to an env failure and left out
 
     @property
     def env_steps_per_s(self) -> float:
@@ -128,9 +133,10 @@ class Collector:
                 reset_obs, reset_infos = self.pool.reset(assign(ended), mask=ended)
                 obs = [reset_obs[i] if ended[i] else obs[i] for i in range(N)]
                 self._begin([s if ended[i] else -1 for i, s in enumerate(slot)], trajs, reset_infos, queue)
-        self.stats = RolloutStats(time.perf_counter() - start, steps, tokens)
+        kept = [t for t in done if t is not None and not failed(t)]
+        self.stats = RolloutStats(time.perf_counter() - start, steps, tokens, len(queue) - len(kept))
         self.total_env_steps += steps
-        return [t for t in done if t is not None]
+        return kept
 
     @staticmethod
     def _begin(slot: list[int], trajs: dict[int, Trajectory], infos: list[dict[str, Any]],
@@ -184,12 +190,18 @@ class Collector:
             if traj.steps:
                 out.append(Trajectory(list(traj.steps), traj.group_id, i, dict(traj.info), self._obs[i]))
                 self._open[i] = Trajectory(steps=[], group_id=i, env_index=i, info=dict(traj.info))
+        kept = [t for t in out if not failed(t)]
         self.total_env_steps += horizon * N
-        self.stats = RolloutStats(time.perf_counter() - start, horizon * N, tokens)
-        return out
+        self.stats = RolloutStats(time.perf_counter() - start, horizon * N, tokens, len(out) - len(kept))
+        return kept
 
     def close(self) -> None:
         self.pool.close()
+
+
+def failed(traj: Trajectory) -> bool:
+    """The trajectory ended because its env failed (not because of the policy)."""
+    return bool(traj.steps) and INFRA in traj.steps[-1].info
 
 
 def generated_tokens(record: Any) -> int:

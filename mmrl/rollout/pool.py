@@ -5,6 +5,13 @@ heavy envs: browsers, simulators). Both run with ``AutoresetMode.DISABLED``: the
 with which seed (``reset(seed=[...], options={"reset_mask": mask})``), so GRPO groups get identical observations and
 continuing rollouts reset only the envs whose episode ended. A later Ray actor pool implements the same four calls.
 
+Faults never end a run. Inside each env, :class:`ResilientEnv` catches an exception from ``step`` (the episode ends
+as an infrastructure failure: ``terminated`` with ``info["infra_failure"]``, never scored as a policy failure) or from
+``reset`` (retried), and rebuilds the env, at most ``max_restarts`` times in a row. A worker process that hangs past
+``step_timeout`` or dies (``async`` pools) takes the whole vector env down: the pool kills its workers, starts new
+ones, and reports every episode in flight as an infrastructure failure. The collector leaves those episodes out of
+their groups and counts them. A hang in a ``sync`` pool cannot be interrupted: use ``async`` for envs that can hang.
+
 Two wrappers go on every env, inside the pool:
 
 - :class:`BoxedInfo` hands each env's ``info`` through the vector env as one opaque object, so the collector gets back
@@ -23,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,6 +44,9 @@ from mmrl.config import ConfigError
 logger = logging.getLogger(__name__)
 
 POOL_MODES = ("sync", "async")
+INFRA = "infra_failure"  # the info key of a step that ended because the env (not the policy) failed
+# what a hung (timeout) or dead (closed pipe) worker process raises in the parent
+WORKER_ERRORS = (multiprocessing.TimeoutError, EOFError, OSError)
 REWARD_CLIP = 10.0  # normalised rewards are clipped to [-10, 10] (CleanRL, SB3's VecNormalize)
 
 
@@ -60,6 +71,56 @@ class BoxedInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, {"boxed": _Box(info)}
 
 
+class ResilientEnv(gym.Env):
+    """``env_fn()``, rebuilt when it raises: a failed ``step`` ends the episode as an infrastructure failure, a failed
+    ``reset`` is retried on a fresh env; ``max_restarts`` failures in a row re-raise the last error."""
+
+    def __init__(self, env_fn: Callable[[], gym.Env], max_restarts: int = 3) -> None:
+        self.env_fn, self.max_restarts = env_fn, max_restarts
+        self.env = env_fn()
+        self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
+        self.metadata = getattr(self.env, "metadata", {})
+        self.failures = 0  # in a row
+        self.last_obs: Any = None
+
+    def _rebuild(self, error: Exception) -> None:
+        self.failures += 1
+        logger.warning("env %s failed (%s: %s); restarting it (%d in a row)", type(self.env).__name__,
+                       type(error).__name__, str(error)[:200], self.failures)  # fmt: skip
+        if self.failures > self.max_restarts:
+            raise error
+        try:
+            self.env.close()
+        except Exception:  # a broken env may not close cleanly; it is dropped either way
+            pass
+        self.env = self.env_fn()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        while True:
+            try:
+                obs, info = self.env.reset(seed=seed, options=options)
+                self.last_obs = obs
+                return obs, info
+            except Exception as e:  # any env error: a fresh env tries the same seed again
+                self._rebuild(e)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+        except Exception as e:
+            self._rebuild(e)  # ready for the next reset
+            return self.last_obs, 0.0, True, False, {INFRA: f"{type(e).__name__}: {str(e)[:200]}"}
+        self.failures = 0
+        self.last_obs = obs
+        return obs, reward, terminated, truncated, info
+
+    def render(self) -> Any:
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def wrap_env(env: gym.Env, normalize_reward_gamma: float | None = None) -> gym.Env:
     """The pool's wrappers around one env: episode statistics, optional reward normalisation, boxed infos.
 
@@ -74,20 +135,57 @@ def wrap_env(env: gym.Env, normalize_reward_gamma: float | None = None) -> gym.E
 
 
 class EnvPool:
-    """``num_envs`` envs of ``env_fn()`` behind Gymnasium's vector API; observations and infos come back per env."""
+    """``num_envs`` envs of ``env_fn()`` behind Gymnasium's vector API; observations and infos come back per env.
+
+    ``step_timeout`` (async pools): seconds to wait for a step or reset before the workers count as hung;
+    ``max_restarts``: failures in a row an env (or the worker pool) may have before the error stops the run.
+    """
 
     def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int, mode: str = "sync",
-                 normalize_reward_gamma: float | None = None) -> None:  # fmt: skip
+                 normalize_reward_gamma: float | None = None, step_timeout: float | None = None,
+                 max_restarts: int = 3) -> None:  # fmt: skip
         if mode not in POOL_MODES:
             raise ConfigError(f"env.pool: unknown pool mode '{mode}' (use {' or '.join(POOL_MODES)})")
-        fns = [lambda: wrap_env(env_fn(), normalize_reward_gamma) for _ in range(num_envs)]
-        if mode == "sync":
-            self.vec: gym.vector.VectorEnv = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
-        else:  # pickled through pipes: any observation space, no shared memory
-            self.vec = AsyncVectorEnv(fns, shared_memory=False, autoreset_mode=AutoresetMode.DISABLED)
-        self.num_envs = num_envs
+        self.fns = [lambda: wrap_env(ResilientEnv(env_fn, max_restarts), normalize_reward_gamma)
+                    for _ in range(num_envs)]  # fmt: skip
+        self.num_envs, self.mode = num_envs, mode
+        self.step_timeout, self.max_restarts = step_timeout, max_restarts
+        self.vec = self._start()
         self.single_observation_space = self.vec.single_observation_space
         self.single_action_space = self.vec.single_action_space
+        self.restarts = 0  # worker-pool restarts in a row
+        self.last_obs: list[Any] = [None] * num_envs
+
+    def _start(self) -> gym.vector.VectorEnv:
+        if self.mode == "sync":
+            return SyncVectorEnv(self.fns, autoreset_mode=AutoresetMode.DISABLED)
+        # pickled through pipes: any observation space, no shared memory
+        return AsyncVectorEnv(self.fns, shared_memory=False, autoreset_mode=AutoresetMode.DISABLED)
+
+    def _restart(self, error: Exception) -> None:
+        """Kill the workers and start new ones (async pools): after a hang or a dead worker."""
+        self.restarts += 1
+        logger.warning("env workers failed (%s: %s); restarting the pool (%d in a row)", type(error).__name__,
+                       str(error)[:200] or "no message", self.restarts)  # fmt: skip
+        if self.restarts > self.max_restarts:
+            raise error
+        try:
+            self.vec.close(terminate=True)
+        except Exception:  # a dead worker's pipe fails the close: kill what is left by hand
+            for process in getattr(self.vec, "processes", []):
+                if process.is_alive():
+                    process.terminate()
+            for pipe in getattr(self.vec, "parent_pipes", []):
+                pipe.close()
+            self.vec.closed = True  # nothing left for its __del__ to close
+        self.vec = self._start()
+
+    def _wait(self, call: str, *args: Any, **kwargs: Any) -> Any:
+        """``vec.<call>_async`` then ``<call>_wait(step_timeout)`` (async pools); the plain call otherwise."""
+        if self.mode == "sync":
+            return getattr(self.vec, call)(*args, **kwargs)
+        getattr(self.vec, f"{call}_async")(*args, **kwargs)
+        return getattr(self.vec, f"{call}_wait")(timeout=self.step_timeout)
 
     def reset(self, seeds: Sequence[int | None], mask: Sequence[bool] | None = None,
               options: dict[str, Any] | None = None) -> tuple[list[Any], list[dict[str, Any]]]:  # fmt: skip
@@ -96,14 +194,38 @@ class EnvPool:
         opts = dict(options or {})
         if mask is not None:
             opts["reset_mask"] = np.asarray(mask, dtype=np.bool_)
-        obs, infos = self.vec.reset(seed=[None if s is None else int(s) for s in seeds], options=opts or None)
-        return self._split(obs), self._infos(infos)
+        seed_list = [None if s is None else int(s) for s in seeds]
+        while True:
+            try:
+                obs, infos = self._wait("reset", seed=seed_list, options=opts or None)
+                break
+            except WORKER_ERRORS as e:
+                if self.mode == "sync":
+                    raise
+                self._restart(e)  # new workers: every env is reset
+                opts.pop("reset_mask", None)
+        self.restarts = 0
+        self.last_obs = self._split(obs)
+        return list(self.last_obs), self._infos(infos)
 
     def step(self, actions: Sequence[Any]) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-        """Step every env with ``actions[i]``: ``(obs per env, rewards [N], terminated [N], truncated [N], infos)``."""
+        """Step every env with ``actions[i]``: ``(obs per env, rewards [N], terminated [N], truncated [N], infos)``.
+
+        After a worker-pool failure every env reports ``terminated`` with ``info["infra_failure"]`` (and must be
+        reset, as after any episode end)."""
         batched = np.stack(actions) if isinstance(self.single_action_space, gym.spaces.Box) else tuple(actions)
-        obs, rewards, terminated, truncated, infos = self.vec.step(batched)
-        return self._split(obs), np.asarray(rewards, float), np.asarray(terminated), np.asarray(truncated), self._infos(infos)
+        try:
+            obs, rewards, terminated, truncated, infos = self._wait("step", batched)
+        except WORKER_ERRORS as e:
+            if self.mode == "sync":
+                raise
+            self._restart(e)
+            lost = {INFRA: f"worker pool restarted ({type(e).__name__})"}
+            n = self.num_envs
+            return list(self.last_obs), np.zeros(n), np.ones(n, bool), np.zeros(n, bool), [dict(lost) for _ in range(n)]
+        self.restarts = 0
+        self.last_obs = self._split(obs)
+        return list(self.last_obs), np.asarray(rewards, float), np.asarray(terminated), np.asarray(truncated), self._infos(infos)
 
     def close(self) -> None:
         self.vec.close()

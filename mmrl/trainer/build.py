@@ -45,7 +45,8 @@ def make_pool(cfg: RunConfig, evaluation: bool = False) -> EnvPool:
     """``rollout.batch_size`` envs (``env.pool``: in this process or in worker processes); training pools normalise
     rewards when ``env.normalize_reward``."""
     gamma = (cfg.algo.gamma if cfg.algo.gamma is not None else 0.99) if cfg.env.normalize_reward and not evaluation else None
-    return EnvPool(env_factory(cfg, evaluation), cfg.rollout.batch_size, cfg.env.pool, normalize_reward_gamma=gamma)
+    return EnvPool(env_factory(cfg, evaluation), cfg.rollout.batch_size, cfg.env.pool, normalize_reward_gamma=gamma,
+                   step_timeout=cfg.env.step_timeout, max_restarts=cfg.env.max_restarts)  # fmt: skip
 
 
 def register_judges(cfg: RunConfig) -> None:
@@ -86,8 +87,8 @@ def evaluate(collector: Collector, stage: RewardStage, cfg: RunConfig, n: int | 
     success rate when the env reports ``success``."""
     n = n or cfg.train.eval_size
     trajs = collector.episodes(list(range(n)), 1, eval_params(cfg))
-    stage(trajs)
-    out = {"eval/return": float(np.mean([episode_return(t) for t in trajs]))}
+    stage(trajs)  # episodes lost to env failures are not in trajs (counted by the collector)
+    out = {"eval/return": float(np.mean([episode_return(t) for t in trajs])) if trajs else float("nan")}
     if any("success" in t.info for t in trajs):
         out["eval/success"] = float(np.mean([t.success for t in trajs]))
     return out

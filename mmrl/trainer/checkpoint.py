@@ -107,7 +107,8 @@ def load_latest(run_dir: Path, load: Callable[[Path], T]) -> tuple[Path, T] | No
 
 # Config keys a resumed run may change: how long it runs and how often it reports, not what it learns.
 RESUMABLE_KEYS = frozenset({"threads", "train.resume", "train.overwrite", "train.steps", "train.eval_every",
-                            "train.save_every", "train.log_every", "train.keep_checkpoints", "train.max_bad_steps"})
+                            "train.save_every", "train.log_every", "train.keep_checkpoints", "train.max_bad_steps",
+                            "train.max_bad_rows"})
 RUN_FILES = ("checkpoints", "reference", "tensorboard", "metrics.jsonl", "summary.json", "curves.png", "config.json")
 
 

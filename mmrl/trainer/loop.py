@@ -154,6 +154,7 @@ class Trainer:
         self.summary: dict[str, Any] = {}
         self.recent: deque[float] = deque(maxlen=RECENT)  # returns of the last finished training episodes
         self.bad_steps = 0  # consecutive steps with a skipped (non-finite) update
+        self.bad_rows: dict[int, int] = {}  # env slot -> data rows its env skipped so far (reset info "bad_rows")
         if state is not None:
             self.learner.optimizer.load_state_dict(state["optimizer"])
             ckpt.set_rng_state(state["rng"])
@@ -285,6 +286,8 @@ class Trainer:
         t0 = time.perf_counter()
         trajs, stats = self.collect_scored()
         t_collect = time.perf_counter() - t0
+        stats["infra_failures"] = float(self.collector.stats.infra_failures)  # episodes lost to env failures, left out
+        stats.update(self.count_bad_rows(trajs))
         self.recent.extend(episode_return(t) for t in trajs if t.ended)
         if self.recent:
             stats["episode/return_recent"] = float(np.mean(self.recent))
@@ -332,6 +335,17 @@ class Trainer:
             extra["critic"] = self.critic.state_dict()
         ckpt.save_checkpoint(self.run_dir, self.step, self.policy, self.learner.optimizer, extra,
                              keep=self.cfg.train.keep_checkpoints)  # fmt: skip
+
+    def count_bad_rows(self, trajs: list[Trajectory]) -> dict[str, float]:
+        """Data rows the envs skipped (undecodable images), summed over the pool; ``train.max_bad_rows`` stops the run."""
+        for t in trajs:
+            if "bad_rows" in t.info:
+                self.bad_rows[t.env_index] = max(self.bad_rows.get(t.env_index, 0), int(t.info["bad_rows"]))
+        total = sum(self.bad_rows.values())
+        if total > self.cfg.train.max_bad_rows:
+            raise TrainingError(f"the envs skipped {total} data rows that do not decode (train.max_bad_rows="
+                                f"{self.cfg.train.max_bad_rows}); the log names each file and line: fix or remove them")  # fmt: skip
+        return {"data/bad_rows": float(total)} if self.bad_rows else {}
 
     def check_health(self, stats: dict[str, float]) -> None:
         """Count steps whose update skipped a non-finite minibatch; ``train.max_bad_steps`` of them in a row stop the

@@ -156,3 +156,34 @@ def test_a_non_finite_reward_names_its_function_or_is_dropped_and_counted(tiny_m
     assert "\n" not in str(err.value)
     stats = Trainer(vlm("name=drop", "train.nonfinite_rewards=drop"), show_progress=False).train_step()
     assert stats["reward/nonfinite_dropped"] == 2.0 and math.isfinite(stats["loss"])
+
+
+def test_a_run_over_corrupt_rows_completes_with_the_rows_counted(tiny_model_path, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(8):
+        path = tmp_path / f"img{i}.png"
+        if i in (2, 5):
+            path.write_bytes(rng.bytes(300))  # not an image
+        else:
+            Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(path)
+        rows.append({"prompt": "How many shapes?", "images": [path.name], "answer": str(i % 4 + 1)})
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def vlm(*extra):
+        return load_config(ROOT / "configs/quickstart.yaml", [
+            f"model.path={tiny_model_path}", "model.build_tiny=false", f"train.output_dir={tmp_path}", "warmup.steps=0",
+            "env.id=dataset_vqa", f"env.kwargs={{path: {data}}}", "env.eval_kwargs={}", "algo.prompts_per_step=4",
+            "algo.group_size=2", "rollout.batch_size=4", "rollout.max_new_tokens=4", "train.eval_size=8",
+            "train.eval_every=0", *extra])  # fmt: skip
+
+    summary = Trainer(vlm("name=counted", "train.steps=2"), show_progress=False).fit()
+    assert summary["steps"] == 2
+    rows_logged = [r for r in read_metrics(tmp_path / "counted" / "metrics.jsonl") if "loss" in r]
+    assert rows_logged[-1]["data/bad_rows"] >= 1  # every env that met row 2 or 5 skipped it, and the run went on
+    with pytest.raises(TrainingError, match=r"skipped \d+ data rows that do not decode \(train.max_bad_rows=0\)"):
+        Trainer(vlm("name=strict", "train.steps=2", "train.max_bad_rows=0"), show_progress=False).fit()

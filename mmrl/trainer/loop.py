@@ -213,6 +213,8 @@ class Trainer:
             for t, p in zip(trajs, penalty.tolist()):
                 t.steps[-1].reward += p
         stats = self.stats(trajs) if trajs else {}
+        if a.overlong_cache and self.family.tokens and trajs:
+            stats["reward/overlong/mean"] = float(penalty.mean())
         if dropped:
             stats["reward/nonfinite_dropped"] = float(dropped)
         return stats

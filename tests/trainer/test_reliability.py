@@ -187,3 +187,21 @@ def test_a_run_over_corrupt_rows_completes_with_the_rows_counted(tiny_model_path
     assert rows_logged[-1]["data/bad_rows"] >= 1  # every env that met row 2 or 5 skipped it, and the run went on
     with pytest.raises(TrainingError, match=r"skipped \d+ data rows that do not decode \(train.max_bad_rows=0\)"):
         Trainer(vlm("name=strict", "train.steps=2", "train.max_bad_rows=0"), show_progress=False).fit()
+
+
+def test_rewards_of_3e38_under_rloo_overflow_into_skipped_updates_not_nan_weights(tiny_model_path, tmp_path,
+                                                                                  monkeypatch):  # fmt: skip
+    """The issue's second diverging case: finite rewards whose advantages overflow float32."""
+    from rewards import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "huge", lambda completions, **columns: [
+        3e38 if i % 2 else -3e38 for i in range(len(completions))])  # fmt: skip
+    cfg = load_config(ROOT / "configs/quickstart.yaml", [
+        f"model.path={tiny_model_path}", "model.build_tiny=false", f"train.output_dir={tmp_path}", "warmup.steps=0",
+        "algo.advantage=rloo", "rewards={huge: 1.0}", "algo.prompts_per_step=2", "algo.group_size=2",
+        "rollout.max_new_tokens=4", "train.steps=5", "train.save_every=1", "train.eval_every=0", "train.eval_size=2",
+        "train.max_bad_steps=2"])  # fmt: skip
+    with pytest.raises(TrainingError, match="non-finite loss or gradient"):
+        Trainer(cfg, show_progress=False).fit()
+    saved = ckpt.list_checkpoints(cfg.run_dir)
+    assert saved and all(all_finite(p) for p in saved)

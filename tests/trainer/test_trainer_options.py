@@ -74,7 +74,7 @@ def test_overlong_penalty_follows_dapo(tiny_model_path, tmp_path):
     trajs = fake([1.0, 1.0, 1.0], [0, 0, 0], lengths=[4, 6, 8])
     stats = trainer.score(trajs)
     assert [t.reward for t in trajs] == pytest.approx([1.0, 0.5, 0.0])
-    assert stats["reward/mean"] == pytest.approx(0.5)
+    assert stats["reward/mean"] == pytest.approx(0.5) and stats["reward/overlong/mean"] == pytest.approx(-0.5)
 
 
 def test_selective_replay_refills_zero_advantage_groups(tiny_model_path, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("env.id=Nope-v9", "env.id: unknown env 'Nope-v9'"),
     ("policy.kind=tabular", "policy.kind: unknown policy family 'tabular'"),
     ("algo.advantage=gigpo", "algo.advantage: 'gigpo' is a step-level estimator"),
+    ("algo.loss=ppo_clipp", "algo.loss: unknown"),
 ])  # fmt: skip
 def test_config_errors_exit_2_in_one_line_before_any_file_is_written(tmp_path, capsys, override, message):
     code = main(["train", str(ROOT / "configs/cartpole_ppo.yaml"), f"train.output_dir={tmp_path}", override])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmrl.algos import advantages, filters, kl
+from mmrl.algos import advantages, filters, kl, losses
 from mmrl.algos.learner import Learner
 from mmrl.config import ConfigError, RunConfig, to_dict, validate
 from mmrl.policies import base
@@ -77,6 +77,10 @@ def check_algo(cfg: RunConfig, family: base.Family) -> None:
                               f"(known: {', '.join(sorted(advantages.ESTIMATE))})")  # fmt: skip
         raise ConfigError(f"algo.advantage: '{a.advantage}' is a {family_name}-level estimator; the trainer takes "
                           f"{', '.join(sorted(advantages.ESTIMATE))}")  # fmt: skip
+    try:
+        losses.get(a.loss)
+    except KeyError as e:
+        raise ConfigError(f"algo.loss: {e.args[0]}") from None
     per_position = a.advantage in advantages.PER_POSITION_REWARDS
     if a.kl_in_reward and not per_position:
         raise ConfigError(f"algo.kl_in_reward: '{a.advantage}' has one reward per sequence; in-reward KL needs a "

@@ -45,12 +45,24 @@ MATH_TIMEOUT_S = 5  # math_verify parse/verify budget per call (whole seconds: s
 # sympy is slow on pathological input (0.8 s for 300 letters, a timeout for 100 nested brackets or a ^ tower), so the
 # region handed to math_verify is cut to its last 200 characters and rejected (scored 0) when it nests brackets deeper
 # than 10, holds more than 8 carets, or more than 40 letters outside LaTeX command names (sympy multiplies each one).
-# Real final answers (\frac{\sqrt{3}}{2}, pmatrix, intervals, \text{Monday}) fit easily.
+# Real final answers (\frac{\sqrt{3}}{2}, pmatrix, intervals, \text{Monday}) fit easily. What still passes costs
+# ~3-150 ms in math_verify; nested function calls (\sin(\sin(...)) 8 deep) can still reach MATH_TIMEOUT_S.
 MAX_MATH_CHARS = 200
 MAX_MATH_DEPTH = 10
 MAX_MATH_CARETS = 8
 MAX_MATH_LETTERS = 40
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+# Short answers whose exact integer value sympy sets out to compute, scored 0 without asking it: a numeric power inside
+# a braced exponent (9^{9^9}, x^{10^{10}}), an exponent of 5+ digits (10^{999999999}), a factorial of a factorial
+# ((10!)!) or of a 6+ digit number (1000000!), a binomial of a 6+ digit number. Each example here ran into the full
+# MATH_TIMEOUT_S (and scored 0 then too); smaller ones of the same kinds take 0.1-0.8 s. e^{x^2}, x^{2023}, 5! pass.
+# The alternatives start with distinct characters and no two stars meet, so the search is linear.
+_HUGE_INTEGER = re.compile(
+    r"\^\s*\{[^{}^a-zA-Z\\]*\^"  # a power with a numeric base inside a braced exponent
+    r"|\^\s*(?:\{\s*)?(?:[-+]\s*)?\d{5}"  # an exponent of 5+ digits
+    r"|!\s*\)\s*!|\d{6}\s*!"  # a factorial of a factorial, of a 6+ digit number
+    r"|\\binom\s*\{\s*\d{6}"  # a binomial of a 6+ digit number
+)
 MAX_TOKENS = 10_000  # f1/rouge_l compare at most the first 10k tokens of each side
 DEFAULT_REL_TOL, DEFAULT_ABS_TOL = 1e-6, 1e-9
 _LATEX_HINT = re.compile(r"\\|\^|_\{|\$|[{}]|\bsqrt\b|\bpi\b")
@@ -60,7 +72,7 @@ _HEDGE = re.compile(r"\bor\b", re.I)
 # Text normalisation and token metrics (shared with rewards.gui)
 # --------------------------------------------------------------------------------------------------------------------
 
-_PUNCT = re.compile(r"[^\w\s]|_")
+_PUNCT = re.compile(r"[^\w\s]+|_+")  # a run becomes one space (the spaces are collapsed anyway): one match per run
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
@@ -222,8 +234,8 @@ def _score_mcq(region: str, gt: str) -> float:
 
 
 def math_input_ok(text: str) -> bool:
-    """Whether ``text`` is small and shallow enough to hand to math_verify (see ``MAX_MATH_*``)."""
-    if text.count("^") > MAX_MATH_CARETS:
+    """Whether ``text`` is small and shallow enough to hand to math_verify (``MAX_MATH_*``, ``_HUGE_INTEGER``)."""
+    if text.count("^") > MAX_MATH_CARETS or _HUGE_INTEGER.search(text):
         return False
     if sum(ch.isalpha() for ch in _LATEX_COMMAND.sub("", text)) > MAX_MATH_LETTERS:
         return False

@@ -2,8 +2,15 @@
 
 Every function here takes model text and never raises on it: it returns ``None`` (or an empty list) when nothing usable
 is found. Nothing is ever evaluated: only ``str`` methods, linear regular expressions and ``json``. Work is bounded on
-very long completions (100 kB+): every scan is linear in the text length, and scans that could repeat (brace matching,
-JSON decoding attempts) have a fixed attempt budget.
+very long completions (100 kB+), because a reward runs inside training (tests/rewards/test_rewards_hostile_timing.py):
+
+* Regular expressions never put two quantifiers that can match the same characters next to each other:
+  ``\\s*(?:is)?\\s*`` lets the engine split a whitespace run between the two stars in O(n^2) ways before it gives up
+  (three such stars: n^3); ``\\s*(?:is\\s*)?`` matches the same strings with one way to split. The patterns this was
+  fixed in say so beside them.
+* Brace matching for every ``\\boxed`` tried is one shared linear scan; JSON decoding has an attempt budget and a budget
+  on the characters that failed attempts may scan.
+* Phrase searches ("the answer is") look at the last ``_PHRASE_TAIL`` characters only.
 
 Example:
     >>> answer_region("<think>2+2</think><answer>\\\\boxed{4}</answer>")
@@ -29,7 +36,23 @@ from typing import Any
 
 # NFKC maps full-width digits/brackets to ASCII; these are the few look-alikes it leaves alone.
 _PUNCT = (("\u2212", "-"), ("\u2013", "-"), ("\u2044", "/"), ("\u2215", "/"), ("\u00a0", " "))
-_NON_ASCII_DIGIT = re.compile(r"(?![0-9])\d")  # \d on str patterns = Unicode category Nd = has a decimal value
+# \d on str patterns = Unicode category Nd = has a decimal value. Whole runs are matched so that a run of 100k digits
+# is one str.translate call (C speed) instead of 100k Python callbacks.
+_NON_ASCII_DIGITS = re.compile(r"(?:(?![0-9])\d)+")
+
+
+class _DigitTable(dict[int, int]):
+    """``str.translate`` table: a Unicode decimal digit's code point -> its ASCII digit's, filled in on first sight.
+
+    Only ``\\d`` characters are ever looked up, so it holds at most the Nd code points (660 in Unicode 14).
+    """
+
+    def __missing__(self, cp: int) -> int:
+        value = self[cp] = ord("0") + unicodedata.decimal(chr(cp), 0)
+        return value
+
+
+_DIGIT_TABLE = _DigitTable()
 
 
 def normalize_digits(text: str) -> str:
@@ -45,7 +68,7 @@ def normalize_digits(text: str) -> str:
             text = text.replace(ch, ascii_ch)
     if text.isascii():
         return text
-    return _NON_ASCII_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group(), 0)), text)
+    return _NON_ASCII_DIGITS.sub(lambda m: m.group().translate(_DIGIT_TABLE), text)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -53,9 +76,10 @@ def normalize_digits(text: str) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 _OPEN_TAG, _CLOSE_TAG = "<answer>", "</answer>"
-_BOXED_ATTEMPTS = 8  # how many \boxed occurrences (from the end) are tried before giving up: bounds the brace matching
-_BRACE = re.compile(r"[{}]")
-_PHRASE_TAIL = 4096  # "the answer is" is searched for in the last 4 kB only
+_BOXED_ATTEMPTS = 8  # how many \boxed occurrences (from the end) are tried before giving up
+_BRACE_STEP = re.compile(r"(?P<inner>(?:\{[^{}]*\}[^{}]*)+)|(?P<open>\{+)|\}+")  # see _closing_braces
+_BOXED_TOKEN = re.compile(r" +([^\s$]{1,64})")  # "\boxed 5": the next whitespace-free token
+_PHRASE_TAIL = 4096  # "the answer is" is searched for in the last 4 kB only: a final answer sits at the end
 
 
 def has_answer_tag(text: str) -> bool:
@@ -74,33 +98,61 @@ def answer_span(text: str) -> str | None:
     return text[start + len(_OPEN_TAG) : end]
 
 
-def _match_brace(text: str, open_idx: int) -> int:
-    """Index of the ``}`` closing the ``{`` at ``open_idx``, or -1 when unbalanced (one linear C-level scan)."""
-    depth = 0
-    for m in _BRACE.finditer(text, open_idx):
-        depth += 1 if m.group() == "{" else -1
-        if depth == 0:
-            return m.start()
-    return -1
+def _closing_braces(text: str, opens: list[int]) -> dict[int, int]:
+    """``{open index: index of its closing }`` for the ``{`` at each index in ``opens`` (unbalanced ones are left out).
+
+    One linear scan for all of them, from the first: with ``depth`` = number of ``{`` minus ``}`` scanned so far, a
+    ``{`` entered at depth d closes at the first later ``}`` that brings the depth back to d. Each step of the scan is a
+    run of ``{``, a run of ``}``, or a stretch of innermost ``{...}`` groups (depth-neutral), so ``{`` x 100k or
+    ``{}`` x 50k is one regex match. Trying each open separately would rescan the text once per open.
+    """
+    want = sorted(opens)
+    closes: dict[int, int] = {}
+    pending: list[tuple[int, int]] = []  # (depth before the open, open index); nested, so the innermost is last
+    nxt = depth = 0  # nxt: the next index of `want` not yet reached
+    for m in _BRACE_STEP.finditer(text, want[0] if want else len(text)):
+        a, b = m.span()
+        step = m.lastgroup
+        if step is None:  # a run of }
+            after = depth - (b - a)  # the k-th } of the run (k = 1..b-a) sits at a + k - 1 and leaves depth - k
+            while pending and pending[-1][0] >= after:
+                d, i = pending.pop()
+                closes[i] = a + depth - d - 1  # k = depth - d
+            depth = after
+        elif step == "inner":  # innermost groups: an open inside one closes at the group's }
+            while nxt < len(want) and want[nxt] < b:
+                closes[want[nxt]] = text.index("}", want[nxt])
+                nxt += 1
+        else:  # a run of {: opens inside it enter at depth + their offset in the run
+            while nxt < len(want) and want[nxt] < b:
+                pending.append((depth + want[nxt] - a, want[nxt]))
+                nxt += 1
+            depth += b - a
+        if not pending and nxt == len(want):
+            break
+    return closes
 
 
 def boxed(text: str) -> str | None:
-    """Content of the last balanced ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces included; ``\\boxed 5`` too."""
+    """Content of the last balanced ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces included; ``\\boxed 5`` too.
+
+    The last ``_BOXED_ATTEMPTS`` occurrences are tried from the end; the first one that is balanced wins.
+    """
+    starts: list[int] = []  # where the argument of each occurrence begins, last occurrence first
     pos = len(text)
-    for _ in range(_BOXED_ATTEMPTS):
+    while len(starts) < _BOXED_ATTEMPTS:
         i = max(text.rfind("\\boxed", 0, pos), text.rfind("\\fbox", 0, pos))
         if i < 0:
-            return None
-        j = i + (6 if text.startswith("\\boxed", i) else 5)
-        if j < len(text) and text[j] == "{":
-            k = _match_brace(text, j)
-            if k >= 0:
-                return text[j + 1 : k]
-        elif j < len(text) and text[j] == " ":  # "\boxed 5": the next whitespace-free token
-            m = re.match(r" +([^\s$]{1,64})", text[j : j + 80])
-            if m:
-                return m.group(1)
+            break
+        starts.append(i + (6 if text.startswith("\\boxed", i) else 5))
         pos = i
+    closes = _closing_braces(text, [j for j in starts if text.startswith("{", j)])
+    for j in starts:
+        if j in closes:
+            return text[j + 1 : closes[j]]
+        m = _BOXED_TOKEN.match(text, j, j + 80) if text.startswith(" ", j) else None
+        if m:
+            return m.group(1)
     return None
 
 
@@ -149,11 +201,16 @@ def answer_region(text: str, require_tags: bool = False) -> str | None:
 # --------------------------------------------------------------------------------------------------------------------
 
 _MARKUP = re.compile(r"\*\*|__|`|\$|\\text\{|\\textbf\{|\\mathrm\{|[{}]")
-_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?(?:correct\s+)?(?:answer|option|choice)\s*(?:is)?\s*[:：]?\s*", re.I)
+# "answer is: B". Written `answer\s*(?:is\s*)?(?:[:：]\s*)?`, never `answer\s*(?:is)?\s*[:：]?\s*`: with "is" and the
+# colon absent, the three stars of the latter can split a whitespace run in O(n^2) ways, and each split is retried when
+# what follows fails (cubic: "x answer" + 2,000 spaces + "1" took 30 s). The two forms match exactly the same strings.
+_PREFIX = re.compile(
+    r"^(?:the\s+)?(?:final\s+)?(?:correct\s+)?(?:answer|option|choice)\s*(?:is\s*)?(?:[:：]\s*)?", re.I
+)
 _WHOLE_LETTER = re.compile(r"\(?\[?([A-Z])\]?\)?[.:]?")
 _LETTER_WITH_TEXT = re.compile(r"\(?([A-Z])[.):]\s+(\S.*)", re.S)
 _OTHER_MARKER = re.compile(r"(?<![A-Za-z0-9])(?:\(([A-Z])\)|([A-Z])[.)](?=\s|$))")
-_PHRASE_LETTER = re.compile(r"answer\s*(?:is)?\s*[:：]?\s*\(?([A-Z])\)?(?![A-Za-z0-9])", re.I)
+_PHRASE_LETTER = re.compile(r"answer\s*(?:is\s*)?(?:[:：]\s*)?\(?([A-Z])\)?(?![A-Za-z0-9])", re.I)  # as _PREFIX
 _ALTERNATIVE = re.compile(r"\s*(?:or|and|/|,|&|\|)\s*\(?[A-Z]\)?(?![A-Za-z0-9])", re.I)
 _STANDALONE = re.compile(r"(?<![A-Za-z0-9'])([A-Z])(?![A-Za-z0-9'])")
 
@@ -189,8 +246,12 @@ def option_letter(text: str, letters: str = "ABCDE") -> str | None:
 
 _NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d{1,4})?"
 _NUMBER = re.compile(rf"(?<![\w.])([-+]?)({_NUM})(?:[ \t]{{0,3}}/[ \t]{{0,3}}({_NUM}))?")
-_FULL_NUMBER = re.compile(rf"\$?\s*([-+]?)({_NUM})(?:\s*/\s*({_NUM}))?\s*%?\s*\$?\.?")
-_LATEX_FRAC = re.compile(r"\\[dt]?frac\{\s*(-?)\s*(\d{1,30}(?:\.\d{1,30})?)\s*\}\{\s*(\d{1,30}(?:\.\d{1,30})?)\s*\}")
+# `\s*(?:%\s*)?`, not `\s*%?\s*`, and `\s*(?:(-)\s*)?`, not `\s*(-?)\s*`: the same strings, but the latter split a
+# whitespace run between two stars in O(n^2) ways ("\frac{" + 50,000 spaces took 22 s).
+_FULL_NUMBER = re.compile(rf"\$?\s*([-+]?)({_NUM})(?:\s*/\s*({_NUM}))?\s*(?:%\s*)?\$?\.?")
+_LATEX_FRAC = re.compile(
+    r"\\[dt]?frac\{\s*(?:(-)\s*)?(\d{1,30}(?:\.\d{1,30})?)\s*\}\{\s*(\d{1,30}(?:\.\d{1,30})?)\s*\}"
+)
 _MAX_NUMERAL = 300  # a numeral longer than this is not a number a model means
 MAX_NUMBERS = 1000  # numbers() stops after this many
 
@@ -210,7 +271,7 @@ def _to_float(sign: str, num: str, den: str | None) -> float | None:
 
 
 def _prepare(text: str) -> str:
-    return _LATEX_FRAC.sub(lambda m: f"{m.group(1)}{m.group(2)}/{m.group(3)}", normalize_digits(text))
+    return _LATEX_FRAC.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}/{m.group(3)}", normalize_digits(text))
 
 
 def numbers(text: str) -> list[float]:
@@ -269,26 +330,37 @@ def single_count(text: str) -> int | None:
 _DECODER = json.JSONDecoder()
 _JSON_OPEN = re.compile(r"[\[{]")
 MAX_JSON_ATTEMPTS = 256  # raw_decode attempts per text: bounds work on adversarial bracket soup
+# Characters that failed raw_decode attempts may scan in total (~5 ms of C decoding). A failed attempt normally stops
+# within a few characters ("[see above]") or once at a truncated end; each later [ or { inside an unclosed structure
+# rescans to the end, so "[" x 255 + a 100 kB list cost 256 full scans (0.5 s) before this budget. A completion of
+# 8 kB can fail 32 times over its whole length before the budget changes anything.
+MAX_JSON_SCAN = 1 << 18
 MAX_SHAPES = 100  # more boxes/points than this is spam: the parse fails
 
 
 def json_values(text: str, max_values: int = 128) -> list[Any]:
-    """Top-level JSON objects/arrays embedded in ``text``, in order (bounded attempts; code fences need no stripping).
+    """Top-level JSON objects/arrays embedded in ``text``, in order (bounded attempts and scanning, see
+    ``MAX_JSON_ATTEMPTS`` and ``MAX_JSON_SCAN``; code fences need no stripping).
 
     Python-style dicts with single quotes (``{'action': 'click'}``) are read when the text has no double quotes.
     """
     if "'" in text and '"' not in text:
         text = text.replace("'", '"')
     out: list[Any] = []
-    pos = attempts = 0
-    while len(out) < max_values and attempts < MAX_JSON_ATTEMPTS:
+    pos = attempts = scanned = 0
+    while len(out) < max_values and attempts < MAX_JSON_ATTEMPTS and scanned < MAX_JSON_SCAN:
         m = _JSON_OPEN.search(text, pos)
         if m is None:
             break
         attempts += 1
         try:
             value, end = _DECODER.raw_decode(text, m.start())
-        except (ValueError, RecursionError):
+        except json.JSONDecodeError as exc:
+            scanned += exc.pos - m.start() + 1
+            pos = m.start() + 1
+            continue
+        except (ValueError, RecursionError):  # a 4,300+ digit integer, or nesting too deep: how far it got is unknown
+            scanned += len(text) - m.start()
             pos = m.start() + 1
             continue
         out.append(value)

@@ -224,3 +224,20 @@ def test_ground_truth_stored_with_answer_tags() -> None:
 def test_negative_tolerance_names_column() -> None:
     with pytest.raises(ValueError, match="column 'rel_tol'"):
         score("numeric", "<answer>3</answer>", "3", rel_tol=-1)
+
+
+def test_normalize_answer_matches_per_character_punctuation_removal() -> None:
+    # normalize_answer replaces a run of punctuation with one space; the original replaced each character
+    import random
+    import re
+
+    def reference(text: str) -> str:
+        text = re.sub(r"[^\w\s]|_", " ", acc.normalize_digits(text).lower())
+        return " ".join(re.sub(r"\b(?:a|an|the)\b", " ", text).split())
+
+    rng = random.Random(0)
+    alphabet = ["a", "an", "the", "The", "cat", "_", ".", ",", "'", "-", "!", " ", "\n", "\t", "\u00a0", "12", "\u0663",
+                "\u5408", "\u3002", "\u00e9", "(", ")", "$", "{", "}"]  # fmt: skip
+    for _ in range(20_000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 15)))
+        assert acc.normalize_answer(t) == reference(t), t

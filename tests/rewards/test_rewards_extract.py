@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
+import re
 import time
+import unicodedata
 
 import pytest
 
@@ -239,3 +242,93 @@ def test_100kb_adversarial_inputs_finish_fast(i: int) -> None:
     ex.parse_action(text)
     ex.boxed(text)
     assert time.perf_counter() - t0 < 2.0  # generous bound on a slow CI core; typically a few ms
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The linear rewrites (see test_rewards_hostile_timing.py) read exactly what the super-linear originals read: the old
+# patterns are kept here verbatim and compared on random strings over the characters they care about.
+# ---------------------------------------------------------------------------------------------------------------------
+
+_OLD_NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d{1,4})?"
+OLD_PHRASE_LETTER = re.compile(r"answer\s*(?:is)?\s*[:：]?\s*\(?([A-Z])\)?(?![A-Za-z0-9])", re.I)
+OLD_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?(?:correct\s+)?(?:answer|option|choice)\s*(?:is)?\s*[:：]?\s*", re.I)
+OLD_FULL_NUMBER = re.compile(rf"\$?\s*([-+]?)({_OLD_NUM})(?:\s*/\s*({_OLD_NUM}))?\s*%?\s*\$?\.?")
+OLD_LATEX_FRAC = re.compile(r"\\[dt]?frac\{\s*(-?)\s*(\d{1,30}(?:\.\d{1,30})?)\s*\}\{\s*(\d{1,30}(?:\.\d{1,30})?)\s*\}")
+
+
+def _random_texts(pieces: list[str], n: int = 20_000, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) for _ in range(n)]
+
+
+def test_phrase_and_prefix_patterns_match_the_old_ones() -> None:
+    pieces = ["answer", "Answer", " ", "  ", "\t", "\n", "is", "IS", ":", "：", "(", ")", "B", "b", "i", "s", "1", "x",
+              "the", "final", "correct", "option", "choice"]  # fmt: skip
+    for t in _random_texts(pieces):
+        old = [(m.span(), m.group(1)) for m in OLD_PHRASE_LETTER.finditer(t)]
+        assert [(m.span(), m.group(1)) for m in ex._PHRASE_LETTER.finditer(t)] == old, t
+        assert ex._PREFIX.sub("", t, count=1) == OLD_PREFIX.sub("", t, count=1), t
+
+
+def test_number_patterns_match_the_old_ones() -> None:
+    pieces = ["\\frac{", "\\dfrac{", "}{", "}", "{", " ", "  ", "-", "+", "1", "23", ",", ",000", ".", ".5", "e3", "/",
+              "%", "$", "x"]  # fmt: skip
+    for t in _random_texts(pieces):
+        old, new = OLD_FULL_NUMBER.fullmatch(t), ex._FULL_NUMBER.fullmatch(t)
+        assert (old and old.groups()) == (new and new.groups()), t
+        old_fracs = [(m.span(), m.group(1), m.group(2), m.group(3)) for m in OLD_LATEX_FRAC.finditer(t)]
+        new_fracs = [(m.span(), m.group(1) or "", m.group(2), m.group(3)) for m in ex._LATEX_FRAC.finditer(t)]
+        assert new_fracs == old_fracs, t
+
+
+def _closing_brace_reference(text: str, j: int) -> int:
+    depth = 0
+    for k in range(j, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[k], 0)
+        if depth == 0:
+            return k
+    return -1
+
+
+def _boxed_reference(text: str) -> str | None:
+    """The pre-rewrite ``boxed``: each of the last 8 occurrences matched its braces separately."""
+    pos = len(text)
+    for _ in range(8):
+        i = max(text.rfind("\\boxed", 0, pos), text.rfind("\\fbox", 0, pos))
+        if i < 0:
+            return None
+        j = i + (6 if text.startswith("\\boxed", i) else 5)
+        if j < len(text) and text[j] == "{":
+            k = _closing_brace_reference(text, j)
+            if k >= 0:
+                return text[j + 1 : k]
+        elif j < len(text) and text[j] == " ":
+            m = re.match(r" +([^\s$]{1,64})", text[j : j + 80])
+            if m:
+                return m.group(1)
+        pos = i
+    return None
+
+
+def test_closing_braces_and_boxed_match_a_brace_by_brace_scan() -> None:
+    rng = random.Random(0)
+    for _ in range(20_000):
+        t = "".join(rng.choice("{{}}ab ") for _ in range(rng.randint(0, 40)))
+        opens = rng.sample([i for i, c in enumerate(t) if c == "{"], k=min(8, t.count("{")))
+        want = {j: k for j in opens if (k := _closing_brace_reference(t, j)) >= 0}
+        assert ex._closing_braces(t, opens) == want, (t, opens)
+    for t in _random_texts(["\\boxed", "\\fbox", "{", "}", "{}", " ", "5", "a", "$"], n=20_000, seed=1):
+        assert ex.boxed(t) == _boxed_reference(t), t
+
+
+def test_normalize_digits_matches_per_digit_mapping() -> None:
+    rng = random.Random(0)
+    alphabet = "0123456789 a.,-" + "".join(
+        chr(c) for c in (0x663, 0x967, 0xFF13, 0x1D7D1, 0x2212, 0xBD, 0x4E09, 0x0E53)
+    )
+    for _ in range(5_000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        want = re.sub(r"(?![0-9])\d", lambda m: str(unicodedata.decimal(m.group())), unicodedata.normalize("NFKC", t))
+        for ch, ascii_ch in (("\u2212", "-"), ("\u2013", "-"), ("\u2044", "/"), ("\u2215", "/"), ("\u00a0", " ")):
+            want = want.replace(ch, ascii_ch)
+        assert ex.normalize_digits(t) == want, t

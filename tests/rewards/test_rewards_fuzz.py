@@ -2,17 +2,21 @@
 
 The default suite runs 10,000 generated strings through every parser (random Unicode text, a token soup of structural
 pieces, and near-valid structured completions) and 10,000 structured completions through every reward (in batches of
-10, across every coordinate convention). The ``slow`` variants run 100,000.
+10, across every coordinate convention). The ``slow`` variants run 100,000, time every call, print the slowest input
+(its length and time) and fail when it is over budget (``SLOW_PARSERS_BUDGET_S``, ``SLOW_REWARD_BUDGET_S``,
+``SLOW_MATH_BUDGET_S``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
 import re
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import pytest
@@ -27,6 +31,13 @@ from rewards.registry import RANGES
 FAST = settings(max_examples=10_000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=100_000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 BATCH = 10  # completions per reward call: 1,000 examples x 10 = 10,000 strings per reward
+# Slowest-case budgets of the slow suite (best of three runs for an input over budget, see Slowest). Measured slowest
+# over three runs (2-core machine, under load): parsers 3-13 ms, a reward without math_verify 2-7 ms, with math_verify
+# 1.7-2.1 s, each time a one-off (math on 'Scunthorpe' or '{"action": 3}' takes ~12 ms when repeated). math_verify's
+# only bound is its own timeouts (parse and verify, MATH_TIMEOUT_S each), so a call over that means they did not hold.
+SLOW_PARSERS_BUDGET_S = 0.25  # check_parsers (~20 parser calls) on one input of up to ~16 kB
+SLOW_REWARD_BUDGET_S = 0.25  # one reward that does not call math_verify, on one input
+SLOW_MATH_BUDGET_S = 2 * accuracy.MATH_TIMEOUT_S + 1.0  # `math`, or `accuracy` with a LaTeX ground truth, on one input
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Strategies
@@ -231,11 +242,49 @@ GROUND_TRUTH: dict[str, list[Any]] = {
 }  # fmt: skip
 
 
-def check_rewards(batch: list[str], convention: str, size: list[int] | None, pick: int, math_every: int = 1) -> None:
+class Slowest:
+    """Times calls and keeps the slowest: its time, what ran, and its input. A call over ``budget`` is run again (best
+    of three), so that a load spike on a shared 2-core machine is not blamed on the input."""
+
+    def __init__(self, what: str, budget: float) -> None:
+        self.what, self.budget, self.seconds, self.text = what, budget, 0.0, ""
+
+    def time(self, fn: Callable[[], object], text: str, what: str | None = None) -> None:
+        """Run ``fn`` (the checks on ``text``) and keep its time if it is the slowest so far."""
+        seconds = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            seconds = min(seconds, time.perf_counter() - t0)
+            if seconds < self.budget:
+                break
+        if seconds > self.seconds:
+            self.seconds, self.text, self.what = seconds, text, what or self.what
+
+    def report(self, capsys: pytest.CaptureFixture[str]) -> str | None:
+        """Print the slowest case past pytest's capture; returns that line when it is over budget, else None."""
+        line = (
+            f"slowest: {self.what} on a {len(self.text):,}-character input, {self.seconds * 1000:.1f} ms"
+            f" (budget {self.budget * 1000:.0f} ms); input {self.text!r:.160}"
+        )
+        with capsys.disabled():
+            print("\n" + line)
+        return line if self.seconds >= self.budget else None
+
+
+def check_rewards(
+    batch: list[str],
+    convention: str,
+    size: list[int] | None,
+    pick: int,
+    math_every: int = 1,
+    slowest: dict[str, Slowest] | None = None,
+) -> None:
     """Every registered reward on ``batch``: a list of finite floats inside RANGES, no exception.
 
     ``math`` (and ``accuracy`` with a LaTeX ground truth) sees only every ``math_every``-th string (0: none); the
-    volume tests still give it 1,000 strings (100,000 in the slow suite).
+    volume tests still give it 1,000 strings (100,000 in the slow suite). With ``slowest`` (``{"math_verify": ...,
+    "other": ...}``), each reward is called on one string at a time and every call is timed into its kind.
     """
     for name in rewards.names():
         if name not in RANGES:  # a test-registered helper
@@ -243,11 +292,18 @@ def check_rewards(batch: list[str], convention: str, size: list[int] | None, pic
         gts = GROUND_TRUTH.get(name, ["3"])
         gt = gts[pick % len(gts)]
         run = batch
-        if name == "math" or gt == "\\frac{1}{2}":
+        uses_math_verify = name == "math" or gt == "\\frac{1}{2}"
+        if uses_math_verify:
             if not math_every:
                 continue
             run = batch[::math_every]
-        _check_reward(name, run, gt, convention, size)
+        if slowest is None:
+            _check_reward(name, run, gt, convention, size)
+            continue
+        kind = "math_verify" if uses_math_verify else "other"
+        for text in run:
+            check = functools.partial(_check_reward, name, [text], gt, convention, size)
+            slowest[kind].time(check, text, f"{name}[{gt!r:.30}]")
 
 
 def _check_reward(name: str, batch: list[str], gt: Any, convention: str, size: list[int] | None) -> None:
@@ -311,16 +367,39 @@ def test_fuzz_structured_shrinkable(text: str, convention: str, size: list[int] 
 
 
 @pytest.mark.slow
-@SLOW
-@given(random_text, seeds)
-def test_fuzz_parsers_slow(text: str, seed: int) -> None:
-    c = RandomChooser(seed)
-    for t in (text, build_soup(c), build_structured(c)):
-        check_parsers(t)
+def test_fuzz_parsers_slow(capsys: pytest.CaptureFixture[str]) -> None:
+    """100,000 x 3 inputs through every parser; prints the slowest input, which must be under budget."""
+    slowest = Slowest("check_parsers (every parser)", SLOW_PARSERS_BUDGET_S)
+    check_parsers(build_structured(RandomChooser(0)))  # first calls (lazy imports, caches) are not what is measured
+
+    @SLOW
+    @given(random_text, seeds)
+    def run(text: str, seed: int) -> None:
+        c = RandomChooser(seed)
+        for t in (text, build_soup(c), build_structured(c)):
+            slowest.time(functools.partial(check_parsers, t), t)
+
+    run()
+    over = slowest.report(capsys)
+    assert over is None, over
 
 
 @pytest.mark.slow
-@settings(max_examples=100_000 // BATCH, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(seeds, random_text, conventions, sizes, st.integers(0, 5))
-def test_fuzz_rewards_slow(seed: int, text: str, convention: str, size: list[int] | None, pick: int) -> None:
-    check_rewards(batch_from(seed, text), convention, size, pick, math_every=1)
+def test_fuzz_rewards_slow(capsys: pytest.CaptureFixture[str]) -> None:
+    """100,000 strings through every reward, one string per call; prints the slowest call with and without
+    math_verify, each of which must be under its budget."""
+    slowest = {
+        "math_verify": Slowest("math_verify", SLOW_MATH_BUDGET_S),
+        "other": Slowest("rewards", SLOW_REWARD_BUDGET_S),
+    }
+    for pick in range(6):  # the first math call imports math_verify and sympy (seconds): not what is measured
+        check_rewards(["<answer>3</answer>"], "pixel", [640, 480], pick)
+
+    @settings(max_examples=100_000 // BATCH, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(seeds, random_text, conventions, sizes, st.integers(0, 5))
+    def run(seed: int, text: str, convention: str, size: list[int] | None, pick: int) -> None:
+        check_rewards(batch_from(seed, text), convention, size, pick, math_every=1, slowest=slowest)
+
+    run()
+    over = [slowest["other"].report(capsys), slowest["math_verify"].report(capsys)]
+    assert over == [None, None], over

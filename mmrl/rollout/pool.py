@@ -155,6 +155,7 @@ class EnvPool:
         self.single_action_space = self.vec.single_action_space
         self.restarts = 0  # worker-pool restarts in a row
         self.last_obs: list[Any] = [None] * num_envs
+        self.lost = np.zeros(num_envs, dtype=bool)  # envs whose running episode a restart during a reset wiped out
 
     def _start(self) -> gym.vector.VectorEnv:
         if self.mode == "sync":
@@ -202,8 +203,9 @@ class EnvPool:
             except WORKER_ERRORS as e:
                 if self.mode == "sync":
                     raise
-                self._restart(e)  # new workers: every env is reset
-                opts.pop("reset_mask", None)
+                self._restart(e)  # new workers: every env is reset, the episodes of those outside the mask are lost
+                if "reset_mask" in opts:
+                    self.lost |= ~opts.pop("reset_mask")
         self.restarts = 0
         self.last_obs = self._split(obs)
         return list(self.last_obs), self._infos(infos)
@@ -225,7 +227,11 @@ class EnvPool:
             return list(self.last_obs), np.zeros(n), np.ones(n, bool), np.zeros(n, bool), [dict(lost) for _ in range(n)]
         self.restarts = 0
         self.last_obs = self._split(obs)
-        return list(self.last_obs), np.asarray(rewards, float), np.asarray(terminated), np.asarray(truncated), self._infos(infos)
+        infos, terminated = self._infos(infos), np.asarray(terminated)
+        for i in np.flatnonzero(self.lost):  # their episode was reset under them: this step is not theirs to keep
+            terminated[i], infos[i] = True, {INFRA: "episode lost to a worker pool restart during a reset"}
+        self.lost[:] = False
+        return list(self.last_obs), np.asarray(rewards, float), terminated, np.asarray(truncated), infos
 
     def close(self) -> None:
         self.vec.close()

@@ -132,6 +132,8 @@ class ModelConfig:
     device: Annotated[str, DEVICE] = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N | mps
     min_pixels: Annotated[int | None, SIZE] = None  # override the image processor's minimum pixels per image
     max_pixels: Annotated[int | None, SIZE] = None  # override the image processor's maximum pixels per image
+    history_images: Annotated[int | None, SIZE] = None  # multi-turn: keep the last k images of an episode in the context, older ones replaced by a short placeholder; each turn is then a training row of its own (None = keep all)
+    max_context_tokens: Annotated[int | None, SIZE] = None  # multi-turn: a turn whose prompt + rollout.max_new_tokens would exceed this ends the episode as truncated (counted); None = no limit
     coordinate_convention: Annotated[str, one_of(*COORDINATE_CONVENTIONS)] = "qwen2_5_vl"  # qwen2_5_vl (resized-image pixels) | qwen2_vl / qwen3_vl (0-1000) | pixel (original) | normalized (0-1)
 
 

@@ -86,6 +86,9 @@ class Batch:
     token_weights: torch.Tensor | None = None  # [B, L] optional per-position weights (e.g. visual dependency)
     returns: torch.Tensor | None = None  # [B, L] (or [B]) critic targets (e.g. GAE returns); the learner adds a value loss when set
     old_values: torch.Tensor | None = None  # [B, L] (or [B]) critic values recorded at rollout time (value clipping, explained variance)
+    episode_ids: torch.Tensor | None = None  # [B] long: rows that are turns of one episode share an id (advantages are computed per episode); None = one row per episode
+    step_ids: torch.Tensor | None = None  # [B, L] long: the env step (turn) within its episode of each trained position, -1 elsewhere (step-level estimators)
+    anchor_keys: list[list[Any]] | None = None  # per row: a key of the observation each of its steps acted on (GiGPO's anchor states)
 
     def __len__(self) -> int:
         return int(self.mask.shape[0])
@@ -109,7 +112,7 @@ class Batch:
         rows = keep.nonzero(as_tuple=True)[0]  # [S] the row of each kept position
 
         def per_position(x: Any) -> Any:
-            if x is None:
+            if x is None or isinstance(x, list):  # per-row lists (anchor keys) serve the advantages, computed already
                 return None
             return x[keep].unsqueeze(-1) if x.dim() == 2 else x[rows]  # [B, L] -> [S, 1]; [B] -> [S]
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("rewards.nope=1.0", "rewards: unknown reward 'nope'"),
     ("env.id=Nope-v9", "env.id: unknown env 'Nope-v9'"),
     ("policy.kind=tabular", "policy.kind: unknown policy family 'tabular'"),
-    ("algo.advantage=gigpo", "algo.advantage: 'gigpo' is a step-level estimator"),
+    ("model.history_images=0", "model.history_images"),
     ("algo.loss=ppo_clipp", "algo.loss: unknown"),
 ])  # fmt: skip
 def test_config_errors_exit_2_in_one_line_before_any_file_is_written(tmp_path, capsys, override, message):

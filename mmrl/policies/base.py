@@ -54,6 +54,7 @@ class Action:
     record: Any  # family-private record of the step; the family's collate turns records back into learner inputs
     version: int = 0  # policy version (optimizer steps) that produced it
     state: Any = None  # carried to the episode's next act() call (None at an episode's first step)
+    stop: bool = False  # the policy cannot act on this observation (a VLM whose context is full): the collector ends the episode before it, as truncated
 
 
 @runtime_checkable

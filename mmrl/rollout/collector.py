@@ -16,6 +16,10 @@ Infrastructure failures (an env that raised, hung or lost its worker: ``info["in
 :mod:`mmrl.rollout.pool`) end their episode, which is left out of the returned trajectories (and so out of its GRPO
 group) and counted in ``stats.infra_failures``: a crash is never scored as the policy's failure.
 
+A policy that cannot act on an observation (``Action.stop``: a VLM whose context would overflow) ends its episode
+there: the previous step is marked truncated, the env is stepped at random like a spare and reset, and the episode is
+counted in ``stats.context_truncations`` (one with no step at all is dropped, as it has nothing to train on).
+
 Episode ends: ``terminated`` ends the MDP (no bootstrap). ``truncated`` (the env's time limit, or ``max_steps`` here,
 recorded as truncation) ends the episode but not the MDP: the learner bootstraps the return with ``V(final_observation)``,
 as it does for fragments. Gymnasium's autoreset is off (``AutoresetMode.DISABLED``): the env is reset here, right after
@@ -49,6 +53,7 @@ class RolloutStats:
     env_steps: int = 0  # steps of the policy's episodes (spares not counted)
     generated_tokens: int = 0  # tokens of the actions (families whose records count them)
     infra_failures: int = 0  # episodes (or fragments) lost to an env failure and left out
+    context_truncations: int = 0  # episodes the policy ended because its context was full (kept, as truncated)
 
     @property
     def env_steps_per_s(self) -> float:
@@ -101,15 +106,25 @@ class Collector:
 
         obs, infos = self.pool.reset(assign([True] * N))
         self._begin(slot, trajs, infos, queue)
-        steps = tokens = 0
+        steps = tokens = truncations = 0
         self.policy.train(False)
         while any(s >= 0 for s in slot):
             live = [i for i in range(N) if slot[i] >= 0]
             actions = dict(zip(live, self.policy.act([obs[i] for i in live], params, [states[i] for i in live])))
+            stopped = [i for i, a in actions.items() if a.stop]
+            for i in stopped:  # the policy cannot go on (full context): the episode ends before this observation
+                traj = trajs.pop(slot[i])
+                del actions[i]
+                truncations += 1
+                if traj.steps:
+                    traj.steps[-1].truncated = not traj.steps[-1].terminated
+                    traj.final_observation = obs[i]
+                    done[slot[i]] = traj
+                slot[i] = -1  # a spare for this step, reset below
             env_actions = [actions[i].env_action if i in actions else self.pool.single_action_space.sample()
                            for i in range(N)]  # spares act at random  # fmt: skip
             next_obs, rewards, terminated, truncated, step_infos = self.pool.step(env_actions)
-            ended = [False] * N
+            ended = [i in stopped for i in range(N)]
             for i, a in actions.items():
                 traj = trajs[slot[i]]
                 cut = self.max_steps is not None and len(traj.steps) + 1 >= self.max_steps
@@ -133,8 +148,9 @@ class Collector:
                 reset_obs, reset_infos = self.pool.reset(assign(ended), mask=ended)
                 obs = [reset_obs[i] if ended[i] else obs[i] for i in range(N)]
                 self._begin([s if ended[i] else -1 for i, s in enumerate(slot)], trajs, reset_infos, queue)
+        dropped = sum(1 for t in done if t is None)  # context full at the first observation: nothing to train on
         kept = [t for t in done if t is not None and not failed(t)]
-        self.stats = RolloutStats(time.perf_counter() - start, steps, tokens, len(queue) - len(kept))
+        self.stats = RolloutStats(time.perf_counter() - start, steps, tokens, len(queue) - len(kept) - dropped, truncations)
         self.total_env_steps += steps
         return kept
 

@@ -77,6 +77,9 @@ def check_algo(cfg: RunConfig, family: base.Family) -> None:
                               f"(known: {', '.join(sorted(advantages.ESTIMATE))})")  # fmt: skip
         raise ConfigError(f"algo.advantage: '{a.advantage}' is a {family_name}-level estimator; the trainer takes "
                           f"{', '.join(sorted(advantages.ESTIMATE))}")  # fmt: skip
+    if cfg.model.history_images is not None and (a.replay_capacity or a.vppo_top_frac > 0):
+        raise ConfigError("model.history_images: with a history window each turn is its own row; selective replay "
+                          "(algo.replay_capacity) and VPPO (algo.vppo_top_frac) work on whole episodes")  # fmt: skip
     try:
         losses.get(a.loss)
     except KeyError as e:
@@ -271,9 +274,14 @@ class Trainer:
         inputs = advantages.AdvantageInputs(
             rewards=batch.rewards, step_rewards=batch.step_rewards, mask=batch.mask, group_ids=batch.group_ids,
             values=batch.old_values, bootstrap=bootstrap, kl=kl_tok, kl_coef=coef, gamma=a.gamma, lam=a.lam,
-            eps=a.adv_eps,
+            eps=a.adv_eps, steps=batch.step_ids, anchors=batch.anchor_keys,
         )  # fmt: skip
-        batch.advantages, batch.returns = advantages.ESTIMATE[a.advantage](inputs)
+        if batch.episode_ids is None:
+            batch.advantages, batch.returns = advantages.ESTIMATE[a.advantage](inputs)
+            return stats
+        packed, unpack = advantages.pack_episodes(inputs, batch.episode_ids)  # turns as rows: estimate per episode
+        adv, returns = advantages.ESTIMATE[a.advantage](packed)
+        batch.advantages, batch.returns = unpack(adv), None if returns is None else unpack(returns)
         return stats
 
     def update(self, batch: Batch) -> dict[str, float]:
@@ -293,6 +301,8 @@ class Trainer:
         trajs, stats = self.collect_scored()
         t_collect = time.perf_counter() - t0
         stats["infra_failures"] = float(self.collector.stats.infra_failures)  # episodes lost to env failures, left out
+        if self.family.tokens:
+            stats["context_truncations"] = float(self.collector.stats.context_truncations)  # episodes ended by a full context
         stats.update(self.count_bad_rows(trajs))
         self.recent.extend(episode_return(t) for t in trajs if t.ended)
         if self.recent:

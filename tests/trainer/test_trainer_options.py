@@ -32,8 +32,8 @@ def fake(rewards, group_ids, lengths=None):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("algo.advantage=gigpo", "algo.advantage: 'gigpo' is a step-level estimator"),
-    ("algo.advantage=step_episode", "algo.advantage: 'step_episode' is a step-level estimator"),
+    ("model.history_images=1 algo.replay_capacity=8", "model.history_images: with a history window"),
+    ("model.history_images=1 algo.vppo_top_frac=0.2", "model.history_images: with a history window"),
     ("algo.advantage=nope", "unknown"),
     ("algo.kl_in_reward=true algo.kl_coef=0.1", "algo.kl_in_reward: 'grpo' has one reward per sequence"),
     ("algo.kl_in_reward=true algo.advantage=reinforce_pp", "algo.kl_in_reward: set algo.kl_coef > 0"),

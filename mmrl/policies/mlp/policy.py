@@ -174,6 +174,8 @@ class _MLPPolicy:
             group_ids=torch.tensor([t.group_id for t in trajectories], dtype=torch.long),
             step_rewards=step_rewards,
             bootstrap_mask=torch.tensor([0.0 if t.terminated else 1.0 for t in trajectories]),
+            step_ids=torch.where(mask.bool(), torch.arange(L).expand(B, L), -1),  # [B, L] each position its own step
+            anchor_keys=[[np.asarray(s.observation).tobytes() for s in t.steps] for t in trajectories],
         )
 
     def learner_view(self, batch: Batch) -> Batch:

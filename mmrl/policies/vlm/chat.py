@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,9 +100,37 @@ class PromptEncoder:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
+IMAGE_MARKER = "<image>"  # mmrl's image placeholder in an observation's text (envs/vqa/base.py): an image stands there
+
+
 def user_message(text: str, num_images: int) -> dict[str, Any]:
-    """A user message with ``num_images`` image slots before its text (Qwen's order)."""
-    return {"role": "user", "content": [{"type": "image"}] * num_images + [{"type": "text", "text": text}]}
+    """A user message: each image where an :data:`IMAGE_MARKER` stands in ``text`` when there are exactly
+    ``num_images`` of them, otherwise the ``num_images`` image slots before the whole text (Qwen's order; a text
+    whose markers do not match is kept as is). Empty text pieces (markers side by side or at an end) are left out."""
+    pieces = text.split(IMAGE_MARKER)
+    if num_images == 0 or len(pieces) - 1 != num_images:
+        return {"role": "user", "content": [{"type": "image"}] * num_images + [{"type": "text", "text": text}]}
+    content: list[dict[str, Any]] = [{"type": "text", "text": pieces[0]}] if pieces[0] else []
+    for piece in pieces[1:]:
+        content.append({"type": "image"})
+        if piece:
+            content.append({"type": "text", "text": piece})
+    return {"role": "user", "content": content}
+
+
+HISTORY_PLACEHOLDER = "[earlier image omitted]"  # what replaces an image that left the history window (a few tokens)
+
+
+@dataclass
+class Segment:
+    """One message of a :class:`Conversation` as tokens: what it added to the prompt, and (user turns) the same message
+    with its first ``d`` images replaced by :data:`HISTORY_PLACEHOLDER`, tokenized once when first needed."""
+
+    index: int  # position of the message in Conversation.messages
+    start: int  # length of Conversation.consumed before this message (its template text begins there)
+    ids: list[int]  # the message's tokens as first added (images expanded; a response's ids as generated)
+    vision: list[VisionInput]  # its processed images, in pad order ([] for responses)
+    variants: dict[int, list[int]] = field(default_factory=dict)  # d images dropped -> the message's tokens
 
 
 @dataclass
@@ -110,6 +139,13 @@ class Conversation:
 
     The rendered template of all messages so far must extend the text consumed so far; templates that rewrite history
     (e.g. drop earlier reasoning) are rejected with a clear error rather than silently misaligned.
+
+    A history window (:meth:`context` with ``window=k``) keeps the last ``k`` images of the episode and replaces older
+    ones by :data:`HISTORY_PLACEHOLDER`: each message's windowed form is rendered and tokenized once, the first time an
+    image of it leaves the window, and its kept images are the ones processed when the message arrived (an image is
+    processed once per episode, whatever the window). The chat template must render each message independently of the
+    others' content (Qwen's does); the tokens of a windowed context then equal those of the windowed messages rendered
+    from scratch (``tests/policies/test_multiturn.py``).
     """
 
     encoder: PromptEncoder
@@ -118,6 +154,7 @@ class Conversation:
     consumed: str = ""  # template text already turned into ids
     ids: list[int] = field(default_factory=list)  # all ids so far
     vision: list[VisionInput] = field(default_factory=list)  # all images so far, in pad order
+    segments: list[Segment] = field(default_factory=list)  # the messages after the system prompt, as tokens
 
     def __post_init__(self) -> None:
         if self.system is not None:
@@ -128,6 +165,7 @@ class Conversation:
         twin = copy.copy(self)
         twin.messages = [dict(m) for m in self.messages]
         twin.ids, twin.vision = list(self.ids), list(self.vision)
+        twin.segments = [dataclasses.replace(s, variants=dict(s.variants)) for s in self.segments]
         return twin
 
     def add_user(self, text: str, images: list[Any]) -> tuple[list[int], list[VisionInput]]:
@@ -138,6 +176,7 @@ class Conversation:
         if not full.startswith(self.consumed):
             raise ValueError("the chat template rewrites earlier turns; multi-turn prompts cannot be built incrementally")
         new_ids = self.encoder.encode(full[len(self.consumed) :], new_vision)
+        self.segments.append(Segment(len(self.messages) - 1, len(self.consumed), new_ids, new_vision))
         self.consumed = full
         self.ids += new_ids
         self.vision += new_vision
@@ -152,5 +191,41 @@ class Conversation:
         text = content + ("<|im_end|>" if closed else "")
         # The template closes an assistant turn with "<|im_end|>\n". A response cut by the length limit never emitted its
         # end token, so the next rendered user segment simply starts with it: nothing to patch here.
+        self.segments.append(Segment(len(self.messages) - 1, len(self.consumed), list(response_ids), []))
         self.consumed += text
         self.ids += list(response_ids)
+
+    def context(self, window: int | None = None) -> tuple[list[int], list[VisionInput]]:
+        """The prompt so far, ``(ids, vision)``: all of it (``window`` None), or with only the last ``window`` images
+        kept, older ones replaced by :data:`HISTORY_PLACEHOLDER` (the newest message's images always stay)."""
+        if window is None or len(self.vision) <= window:
+            return list(self.ids), list(self.vision)
+        ids: list[int] = []
+        vision: list[VisionInput] = []
+        keep = window
+        dropped: list[int] = []  # images dropped from each segment, newest first
+        for seg in reversed(self.segments):
+            n = len(seg.vision)
+            kept = n if seg is self.segments[-1] else min(n, keep)  # the turn being answered keeps its images
+            keep = max(keep - n, 0)
+            dropped.append(n - kept)
+        for seg, d in zip(self.segments, reversed(dropped)):
+            ids += seg.ids if d == 0 else self._variant(seg, d)
+            vision += seg.vision[d:]
+        return ids, vision
+
+    def _variant(self, seg: Segment, d: int) -> list[int]:
+        """``seg``'s user message with its first ``d`` images replaced by the placeholder, as tokens (cached)."""
+        if d not in seg.variants:
+            message = self.messages[seg.index]
+            parts = list(message["content"])
+            image_slots = [i for i, p in enumerate(parts) if p.get("type") == "image"]
+            for i in image_slots[:d]:
+                parts[i] = {"type": "text", "text": HISTORY_PLACEHOLDER}
+            # rendered as add_user rendered it: with the assistant generation prompt that followed the message
+            rendered = self.encoder.render(self.messages[: seg.index] + [{**message, "content": parts}], True)
+            if not rendered.startswith(self.consumed[: seg.start]):
+                raise ValueError("the chat template renders a message differently after a change to an earlier one; "
+                                 "history windows need a template that renders messages independently")  # fmt: skip
+            seg.variants[d] = self.encoder.encode(rendered[seg.start :], seg.vision[d:])
+        return seg.variants[d]

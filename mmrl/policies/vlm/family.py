@@ -32,7 +32,9 @@ def build(cfg: RunConfig, observation_space: Any, action_space: Any, path: Path 
         from mmrl.models.tiny import build_tiny_qwen2_5_vl
 
         build_tiny_qwen2_5_vl(m.path, preset=m.tiny_preset, seed=cfg.seed)
-    return load_policy(path or m.path, m.dtype, m.device, m.min_pixels, m.max_pixels, temperature=cfg.rollout.temperature)
+    policy = load_policy(path or m.path, m.dtype, m.device, m.min_pixels, m.max_pixels, temperature=cfg.rollout.temperature)
+    policy.history_images, policy.max_context_tokens = m.history_images, m.max_context_tokens
+    return policy
 
 
 def critic(cfg: RunConfig, policy: VLMPolicy) -> VLMCritic:

@@ -62,6 +62,7 @@ class TurnRecord:
     vision: list[VisionInput]  # those images processed (pixel patches and grids), reused by the learner
     response_ids: list[int]  # generated tokens, [R]
     response_logprobs: list[float]  # behaviour log-probs of response_ids, [R]
+    full_context: bool = False  # prompt_ids/vision are the whole (windowed) context the turn was sampled on, not only what it added
 
 
 def turns(trajectory: Trajectory) -> list[TurnRecord]:
@@ -70,7 +71,8 @@ def turns(trajectory: Trajectory) -> list[TurnRecord]:
 
 
 def token_ids(trajectory: Trajectory) -> tuple[list[int], list[int], list[float]]:
-    """The turns concatenated: ``(ids [T], loss_mask [T], behaviour_logprobs [T])``; the mask is 1 on model tokens."""
+    """The turns concatenated: ``(ids [T], loss_mask [T], behaviour_logprobs [T])``; the mask is 1 on model tokens.
+    (Turns sampled on a history window are rows of their own: see :meth:`VLMPolicy.collate`.)"""
     ids: list[int] = []
     mask: list[int] = []
     logps: list[float] = []
@@ -110,6 +112,8 @@ class VLMPolicy:
         self.suppress_ids = [vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab]
         self.eos_ids = sorted(i for i in self.encoder.eos_ids if i is not None)
         self.version = 0  # optimizer steps taken (the trainer advances it)
+        self.history_images: int | None = None  # keep the last k images of an episode in context (model.history_images)
+        self.max_context_tokens: int | None = None  # a turn that would overflow this ends the episode (model.max_context_tokens)
 
     @property
     def device(self) -> torch.device:
@@ -175,12 +179,15 @@ class VLMPolicy:
         """Answer each observation (``{"text", "images"}``) in one ``generate`` call; ``states[i]`` is episode i's
         conversation so far (None at its first turn).
 
-        First turns with identical observations in one call (a GRPO group: same seed) are encoded once (one image
-        processor call), then forked.
+        Each turn's new text and images are encoded once (:class:`~mmrl.policies.vlm.chat.Conversation`); first turns
+        with identical observations in one call (a GRPO group: same seed) are encoded once, then forked. With
+        ``history_images`` the prompt is the windowed context and the record keeps all of it (``full_context``), so the
+        learner scores each turn on exactly what was sampled from. A turn whose prompt plus ``max_new_tokens`` exceeds
+        ``max_context_tokens`` is not sampled: its action has ``stop`` set and the collector ends the episode there.
         """
         states = list(states) if states is not None else [None] * len(observations)
         convs: list[Conversation] = []
-        new: list[tuple[list[int], list[VisionInput]]] = []
+        prompts: list[tuple[list[int], list[VisionInput]]] = []  # what each turn's record keeps
         first: dict[bytes, Conversation] = {}  # observation key -> its encoded first turn
         for obs, conv in zip(observations, states):
             images = list(obs.get("images") or ())
@@ -193,13 +200,24 @@ class VLMPolicy:
                 ids, vision = conv.add_user(str(obs.get("text", "")), images)
                 if key is not None:
                     first[key] = conv.fork()
+            if self.history_images is not None:
+                ids, vision = conv.context(self.history_images)
             convs.append(conv)
-            new.append((ids, vision))
-        gens = self.generate([c.ids for c in convs], [c.vision for c in convs], params) if convs else []
+            prompts.append((ids, vision))
+        windowed = self.history_images is not None
+        contexts = [p if windowed else (c.ids, c.vision) for p, c in zip(prompts, convs)]
+        budget = self.max_context_tokens
+        fits = [budget is None or len(ids) + params.max_new_tokens <= budget for ids, _ in contexts]
+        live = [i for i, ok in enumerate(fits) if ok]
+        gens = dict(zip(live, self.generate([contexts[i][0] for i in live], [contexts[i][1] for i in live], params)))
         actions = []
-        for obs, conv, (ids, vision), g in zip(observations, convs, new, gens):
+        for i, (obs, conv, (ids, vision)) in enumerate(zip(observations, convs, prompts)):
+            if i not in gens:  # the context is full: no action on this observation
+                actions.append(Action(None, 0.0, None, self.version, conv, stop=True))
+                continue
+            g = gens[i]
             conv.add_assistant(g.ids)
-            record = TurnRecord(ids, list(obs.get("images") or ()), vision, g.ids, g.logprobs)
+            record = TurnRecord(ids, list(obs.get("images") or ()), vision, g.ids, g.logprobs, windowed)
             actions.append(Action(g.text, float(sum(g.logprobs)), record, self.version, conv))
         return actions
 
@@ -208,6 +226,8 @@ class VLMPolicy:
         self, prompts: list[list[int]], vision: list[list[VisionInput]], params: SamplingParams
     ) -> list[Generation]:
         """Sample one response per prompt. ``prompts[i]`` is the full context so far, ``vision[i]`` its images in order."""
+        if not prompts:
+            return []
         ids, att = self._pad(prompts, left=True)  # [B, P]
         greedy = params.temperature <= 0
         out = self.model.generate(
@@ -301,34 +321,59 @@ class VLMPolicy:
 
     # ------------------------------------------------------------------------------------------------------- batching
     def collate(self, trajectories: Sequence[Trajectory]) -> Batch:
-        """Whole trajectories as one token sequence each (``L = T - 1``): the turns' tokens concatenated, trained on the
-        generated tokens; each turn's reward sits on its last generated token. ``advantages`` are left at 0."""
-        seqs, masks, logps, vision, rewards = [], [], [], [], []
-        for traj in trajectories:
-            ids, mask, lp = token_ids(traj)
-            seqs.append(ids)
-            masks.append(mask)
-            logps.append(lp)
-            vision.append([v for turn in turns(traj) for v in turn.vision])
-            ends = np.cumsum([len(t.prompt_ids) + len(t.response_ids) for t in turns(traj)]) - 2  # [turns] positions
-            rewards.append([(int(e), s.reward) for e, s, t in zip(ends, traj.steps, turns(traj)) if t.response_ids])
-        inputs, mask = self.make_inputs(seqs, masks, vision)
+        """Trajectories as learner rows (``L = T - 1``), trained on the generated tokens only; each turn's reward sits on
+        its last generated token, ``step_ids`` number the turns and ``anchor_keys`` digest the observations they
+        answered (GiGPO's anchor states). ``advantages`` are left at 0.
+
+        One row per trajectory, its turns' tokens concatenated (each turn appended to the one before), unless the turns
+        were sampled on a history window: then each turn is a row of its own holding the exact context it was sampled on,
+        and ``episode_ids`` tie the rows of one episode together (advantages are computed per episode).
+        """
+        windowed = any(t.full_context for traj in trajectories for t in turns(traj))
+        rows: list[tuple[list[int], list[int], list[float], list[VisionInput], list[tuple[int, float, int]]]] = []
+        episode, reward, group, anchors = [], [], [], []
+        for e, traj in enumerate(trajectories):
+            keys = [observation_key(s.observation) for s in traj.steps]
+            parts = [(k, [t]) for k, t in enumerate(turns(traj))] if windowed else [(0, turns(traj))]
+            for first_turn, part in parts:
+                ids, mask, lp, vision, ends = [], [], [], [], []  # ends: (log-prob position, reward, turn) per turn
+                for k, t in enumerate(part, start=first_turn):
+                    ids += t.prompt_ids + t.response_ids
+                    mask += [0] * len(t.prompt_ids) + [1] * len(t.response_ids)
+                    lp += [0.0] * len(t.prompt_ids) + list(t.response_logprobs)
+                    vision += t.vision
+                    if t.response_ids:
+                        ends.append((len(ids) - 2, traj.steps[k].reward, k))
+                rows.append((ids, mask, lp, vision, ends))
+                episode.append(e)
+                reward.append(traj.reward)
+                group.append(traj.group_id)
+                anchors.append(keys[first_turn : first_turn + len(part)])
+        inputs, mask = self.make_inputs([r[0] for r in rows], [r[1] for r in rows], [r[3] for r in rows])
         old = torch.zeros(mask.shape[0], mask.shape[1] + 1)
         step_rewards = torch.zeros_like(mask)  # [B, L]
-        for i, lp in enumerate(logps):
+        step_ids = torch.full(mask.shape, -1, dtype=torch.long)  # [B, L]
+        for i, (_, _, lp, _, ends) in enumerate(rows):
             old[i, : len(lp)] = torch.tensor(lp)
-            for pos, r in rewards[i]:  # log-prob position of a turn's last generated token
+            begin = 0
+            for pos, r, k in ends:  # pos: log-prob position of a turn's last generated token
                 step_rewards[i, pos] += r
-        B = len(trajectories)
+                step_ids[i, begin : pos + 1] = k
+                begin = pos + 1
+        step_ids[mask == 0] = -1
+        B = len(rows)
         return Batch(
             model_inputs=inputs,
             mask=mask,
             old_logp=old[:, 1:] * mask,  # log-prob of token t+1 sits at position t
             advantages=torch.zeros(B),
-            rewards=torch.tensor([t.reward for t in trajectories], dtype=torch.float32),
-            group_ids=torch.tensor([t.group_id for t in trajectories], dtype=torch.long),
+            rewards=torch.tensor(reward, dtype=torch.float32),
+            group_ids=torch.tensor(group, dtype=torch.long),
             step_rewards=step_rewards,
             bootstrap_mask=torch.zeros(B),  # a VLM episode ends with its last turn (max_turns ends it too)
+            episode_ids=torch.tensor(episode, dtype=torch.long) if windowed else None,
+            step_ids=step_ids,
+            anchor_keys=anchors,
         )
 
     def learner_view(self, batch: Batch) -> Batch:

@@ -2,6 +2,8 @@
 
     mmrl train CONFIG [key=value ...]      train (RL with optional warm-up); resume=true via train.resume=true
     mmrl eval CONFIG [key=value ...]       held-out evaluation of the run's latest checkpoint (else model.path), read-only
+    mmrl eval --benchmark NAME --data FILE --predictions P [P ...] [--out DIR]
+                                           score any model's predictions offline on a benchmark file (side by side)
     mmrl reward --fn NAMES --input ROWS    score offline rows with reward functions
     mmrl build-tiny PATH [--preset NAME]   build the offline tiny Qwen2.5-VL checkpoint
 """
@@ -12,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from rich.logging import RichHandler
 
@@ -47,7 +50,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate without side effects: builds the policy and the eval envs only, and writes nothing into the run."""
+    """Evaluate without side effects: builds the policy and the eval envs only, and writes nothing into the run; or,
+    with ``--benchmark``, score prediction files offline (:mod:`mmrl.evaluation`)."""
+    from mmrl.config import ConfigError
+
+    if args.benchmark is not None:
+        from mmrl.evaluation import format_markdown, score
+
+        if args.config is not None or args.data is None or not args.predictions:
+            raise ConfigError("eval --benchmark NAME needs --data FILE and --predictions P [P ...] (and no CONFIG)")
+        print(format_markdown(score(args.benchmark, args.data, args.predictions, args.out)))
+        return 0
+    if args.config is None:
+        raise ConfigError("eval needs a CONFIG file, or --benchmark NAME --data FILE --predictions P [P ...]")
     from mmrl.trainer import checkpoint as ckpt
     from mmrl.trainer.build import evaluate_run
 
@@ -76,10 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (("train", cmd_train, "train from a YAML config"), ("eval", cmd_eval, "evaluate a run")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("config", help="YAML config file")
+        p.add_argument("config", nargs="?" if name == "eval" else None, help="YAML config file (omit with --benchmark)")
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algo.lr=1e-5 train.resume=true")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(fn=fn)
+        if name == "eval":  # offline scoring: mmrl eval --benchmark NAME --data FILE --predictions P [P ...] [--out DIR]
+            p.add_argument("--benchmark", metavar="NAME", help="score prediction files offline with this benchmark adapter")
+            p.add_argument("--data", type=Path, metavar="FILE", help="the benchmark's public file (or release directory)")
+            p.add_argument("--predictions", type=Path, nargs="+", metavar="P", help="JSONL predictions, scored side by side")
+            p.add_argument("--out", type=Path, metavar="DIR", help="write <benchmark>_report.json/.md and bar plots here")
     sub.add_parser("reward", help="score offline rows (mmrl reward --help)")
     p = sub.add_parser("build-tiny", help="build the offline tiny Qwen2.5-VL checkpoint")
     p.add_argument("path")

@@ -34,3 +34,20 @@ def test_a_key_error_inside_the_library_is_not_reported_as_a_config_error(monkey
     monkeypatch.setattr(loop.Trainer, "fit", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["train", str(ROOT / "configs/cartpole_ppo.yaml"), f"train.output_dir={tmp_path}", "--no-progress"])
+
+
+def test_eval_scores_prediction_files_offline_side_by_side(tmp_path, capsys):
+    data = ROOT / "assets/benchmarks/mathvista"
+    code = main(["eval", "--benchmark", "mathvista", "--data", str(data / "testmini.json"), "--predictions",
+                 str(data / "pred_correct.jsonl"), str(data / "pred_missing.jsonl"), "--out", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "| accuracy | 1.000 (24/24) | 0.667 (16/24) |" in out
+    assert "| missing (counted wrong) | 0 | 8 |" in out and any(tmp_path.glob("*.json"))
+
+
+@pytest.mark.parametrize("argv", [["eval", "--benchmark", "mathvista"], ["eval"],
+                                  ["eval", "--benchmark", "nope", "--data", "x", "--predictions", "y"]])  # fmt: skip
+def test_eval_usage_errors_exit_2_in_one_line(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("mmrl: error: ") and "\n" not in err

@@ -20,6 +20,7 @@ LAYERS = {
     "mmrl.policies": {"mmrl.policies", "mmrl.models", "mmrl.algos", "rewards"},
     "mmrl.rollout": {"mmrl.rollout"},
     "mmrl.viz": {"mmrl.viz", "mmrl.trainer.logging"},
+    "mmrl.evaluation": {"mmrl.evaluation", "rewards"},
     "mmrl.trainer": {"mmrl", "envs", "rewards"},
     "mmrl.cli": {"mmrl", "rewards"},
     "envs": {"envs", "rewards"},

@@ -45,12 +45,17 @@ MATH_TIMEOUT_S = 5  # math_verify parse/verify budget per call (whole seconds: s
 # sympy is slow on pathological input (0.8 s for 300 letters, a timeout for 100 nested brackets or a ^ tower), so the
 # region handed to math_verify is cut to its last 200 characters and rejected (scored 0) when it nests brackets deeper
 # than 10, holds more than 8 carets, or more than 40 letters outside LaTeX command names (sympy multiplies each one).
-# Real final answers (\frac{\sqrt{3}}{2}, pmatrix, intervals, \text{Monday}) fit easily. What still passes costs
-# ~3-150 ms in math_verify; nested function calls (\sin(\sin(...)) 8 deep) can still reach MATH_TIMEOUT_S.
+# Real final answers (\frac{\sqrt{3}}{2}, pmatrix, intervals, \text{Monday}) fit easily. Function applications cost
+# sympy most (\sin(\sin(\sin(x))) took 0.6-2.5 s against "1", \exp 4 deep 0.8 s), so an answer with more than 2 of
+# them (\sin, \log, \exp... with or without the backslash) is scored 0 without asking; \sin(\cos(x)) passes.
+# What still passes costs ~3-150 ms in math_verify.
 MAX_MATH_CHARS = 200
 MAX_MATH_DEPTH = 10
 MAX_MATH_CARETS = 8
 MAX_MATH_LETTERS = 40
+MAX_MATH_FUNCTIONS = 2
+_FUNCTION = re.compile(r"(?<![A-Za-z])\\?(?:arc)?(?:sin|cos|tan|sec|csc|cot)h?(?![A-Za-z])"
+                       r"|(?<![A-Za-z])\\?(?:log|ln|lg|exp)(?![A-Za-z])")  # fmt: skip
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 # Short answers whose exact integer value sympy sets out to compute, scored 0 without asking it: a numeric power inside
 # a braced exponent (9^{9^9}, x^{10^{10}}), an exponent of 5+ digits (10^{999999999}), a factorial of a factorial
@@ -238,6 +243,8 @@ def math_input_ok(text: str) -> bool:
     if text.count("^") > MAX_MATH_CARETS or _HUGE_INTEGER.search(text):
         return False
     if sum(ch.isalpha() for ch in _LATEX_COMMAND.sub("", text)) > MAX_MATH_LETTERS:
+        return False
+    if len(_FUNCTION.findall(text)) > MAX_MATH_FUNCTIONS:
         return False
     depth = deepest = 0
     for ch in text:

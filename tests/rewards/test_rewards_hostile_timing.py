@@ -52,6 +52,10 @@ HOSTILE: dict[str, str] = {
     "boxed + 50k unclosed braces": "\\boxed{" + "{" * 50_000,
     "8 boxed + 100k unclosed braces": "\\boxed{" * 8 + "{" * 100_000,
     "boxed + 50k brace pairs": "\\boxed{" + "{}" * 50_000,
+    # function applications: sympy's equality check on them took seconds
+    "sin nested 3 deep": "\\boxed{\\sin(\\sin(\\sin(x)))}",
+    "exp nested 4 deep": "<answer>\\exp(\\exp(\\exp(\\exp(x))))</answer>",
+    "plain sin nested 8 deep": "The answer is " + "sin(" * 8 + "x" + ")" * 8,
     # brackets and JSON: every [ or { is a JSON decoding attempt
     "50k [": "[" * 50_000,
     "50k {": "{" * 50_000,

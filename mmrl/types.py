@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+IMAGE_MARKER = "<image>"  # where an image stands in an observation's text (envs emit it, the VLM's prompt codec splits on it)
+
 
 @dataclass
 class Step:

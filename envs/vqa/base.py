@@ -1,5 +1,10 @@
 """What every single-turn visual-QA env shares: the step (parse the answer, score it with ``rewards``), render, spaces.
 
+Image placeholder: an observation's ``text`` may hold ``<image>`` (mmrl's image placeholder) exactly ``len(images)``
+times; the i-th image stands where the i-th ``<image>`` stands (:func:`mmrl.policies.vlm.chat.user_message` splits on
+it). Text without ``<image>`` shows its images first (Qwen's order); text whose count differs from the images is kept
+as is, images first.
+
 A subclass builds an :class:`Episode` in ``reset`` and hands it to :meth:`VQAEnv._begin`, which applies the configured
 augmentations (``augment``, see :mod:`envs.transforms`); ``step`` does the rest.
 

@@ -1,11 +1,14 @@
-"""VQA rows from a JSONL or Parquet file, in the ``{prompt, images: [paths], answer}`` schema of EasyR1 / verl / TRL.
+"""VQA rows from a JSONL, JSON or Parquet file in the schemas users have them: mmrl's own, EasyR1, R1-V, verl, TRL,
+LLaMA-Factory / ShareGPT (no conversion).
 
-Schema of one row (JSON object or Parquet record):
+Schemas: each row is normalised by one function of :mod:`envs.vqa.schemas` (which documents them), chosen from the
+file's first row (``schema: auto``, logged as ``dataset <file>: schema <name>``) or forced (``schema: verl``). Column
+names can be changed with ``prompt_key``, ``answer_key`` and ``image_key`` (as in EasyR1). mmrl's own, ``flat``:
 
 - ``prompt`` (str, not blank), aliases ``problem``, ``question``: the question text; ``prompt_suffix`` (the format
   instruction) is appended to it. At most ``max_prompt_chars`` characters (see "Bad data").
-- ``images`` (list), alias ``image`` (one entry): each entry a path, relative to the data file's directory unless
-  absolute, or a Hugging Face ``datasets`` image struct ``{"bytes": ..., "path": ...}`` (embedded bytes win; ``bytes``
+- ``images`` (list), alias ``image`` (one entry): each entry a path, relative to the data file's directory (see "Image
+  paths"), or a Hugging Face ``datasets`` image struct ``{"bytes": ..., "path": ...}`` (embedded bytes win; ``bytes``
   must be binary: a base64 string is refused, not decoded). May be absent (text-only row). Images are decoded lazily,
   at ``reset``, as RGB uint8 ``[H, W, 3]`` (any mode PIL converts: P, RGBA, L, 1, I;16, CMYK, ...).
 - ``answer`` (str, int or finite float; not blank), alias ``solution``: the ground truth. A ``solution`` that wraps its
@@ -21,15 +24,24 @@ When a row has a field under several names (``prompt`` and ``question``), the fi
 are passed to the reward functions only. A null value counts as absent (Parquet fills a row's missing columns with
 nulls, so the same rows load identically from JSONL and Parquet).
 
+Where images stand: a question with ``<image>`` placeholders (or a chat row's image parts) keeps one ``<image>`` where
+each image stands, in ``obs["text"]``, and the VLM's prompt codec puts each image there; a question without any shows
+its images first (Qwen's order). Placeholders that are not as many as the row's images are a one-line error (below).
+
+Image paths: a path is resolved (symlinks followed) relative to the data file's directory; one that leads out of that
+directory (``..``, an absolute path elsewhere, a symlink pointing out) is a one-line :class:`DatasetError` unless
+``allow_outside_root: true``.
+
 Bad data, at load: what can be checked without decoding an image is checked when the env is built, so a bad file
 fails before training starts. A missing, blank or over-long prompt; a missing or blank answer, a NaN or infinite one,
-one of another type; ``images`` not a list, an image file that does not exist, embedded image bytes given as a string
-or a number; a row that is not an object; a line that is not JSON: each is a one-line :class:`DatasetError` naming the
-file, the line (JSONL, 1-based) or row (Parquet or JSON array, 0-based) and the field. A prompt longer than
-``max_prompt_chars`` (null or 0: no limit) is that error with ``long_prompts: error``; with ``truncate`` it keeps its
-first ``max_prompt_chars`` characters and is counted in ``truncated_rows`` (an env attribute and a reset info key). The
-default, 20000, is far above real VQA prompts (tens to hundreds of characters) and far below what a rollout cannot
-hold (a 1 MB prompt made the first rollout ask for 1.1 TB).
+one of another type; ``images`` not a list, an image file that does not exist or lies outside the data directory,
+embedded image bytes given as a string or a number; placeholders that do not match the images; a row that is not an
+object; a line that is not JSON: each is a one-line :class:`DatasetError` naming the file, the line (JSONL, 1-based) or
+row (Parquet or JSON array, 0-based) and the field. A prompt longer than ``max_prompt_chars`` (null or 0: no limit) is
+that error with ``long_prompts: error``; with ``truncate`` it keeps its first ``max_prompt_chars`` characters (and its
+images go first when the cut left fewer placeholders than images) and is counted in ``truncated_rows`` (an env
+attribute and a reset info key). The default, 20000, is far above real VQA prompts (tens to hundreds of characters)
+and far below what a rollout cannot hold (a 1 MB prompt made the first rollout ask for 1.1 TB).
 
 Bad data, at reset: what only decoding finds (corrupt or truncated bytes, an unreadable or since-deleted file, a format
 PIL cannot read) does not stop a run. ``reset()`` skips that row and shows the row at the next position of the order,
@@ -55,13 +67,21 @@ question saying which picture it is about). Their randomness comes from the env'
 construction and ``reset(seed=s)`` reseeds it, so the same seed shows the same row augmented the same way.
 
 Sharing: a data file is parsed once per process. ``_TABLES`` (a module-level dict guarded by ``_TABLES_LOCK``) holds
-one immutable table of validated rows per (resolved path, ``max_rows``, ``max_prompt_chars``, ``long_prompts``), the
-options that change the rows or which rows are refused (the ``prompt_suffix`` is added at reset, ``image_size`` when
-decoding); every env built on that file with those options shares it, so the memory of N envs over one file is that
-of one. The table is re-read when the file's identity (device, inode, size, mtime in ns) changes, and lives until then
-or until the process ends. Rows are never mutated: the env copies what it hands out of a row (columns, info, answer
-choices). Worker processes each parse and hold their own copy.
-A table once loaded is not re-validated: an image file deleted afterwards is found at reset (and the row skipped).
+one immutable table of validated rows per resolved path and :class:`_Options` (``max_rows``, ``max_prompt_chars``,
+``long_prompts``, ``schema``, the column names, ``allow_outside_root``: the options that change the rows or which rows
+are refused; the ``prompt_suffix`` is added at reset, ``image_size`` when decoding); every env built on that file with
+those options shares it, so the memory of N envs over one file is that of one. The table is re-read when the file's
+identity (device, inode, size, mtime in ns) changes, and lives until then or until the process ends. Rows are never
+mutated: the env copies what it hands out of a row (columns, info, answer choices). Worker processes each parse and
+hold their own copy. A table once loaded is not re-validated: an image file deleted afterwards is found at reset (and
+the row skipped).
+
+Lazy Parquet images: in a Parquet file of several row groups of at most ``_LAZY_MAX_GROUP_BYTES`` each (written with
+``row_group_size``; ``datasets`` 5 writes groups of up to 100 MB, which stay eager), embedded image bytes stay in the
+file: the load reads them a batch at a time only to note where they are, and ``reset`` reads the row group of the row
+it shows (the table keeps the last group read, shared by its envs), so memory does not grow with the file. A file of
+one row group, or of bigger groups, is read whole at load (a visit would read a whole group anyway). Once a lazy file
+is rewritten, its old rows no longer decode (skipped at reset) until an env is built on it again.
 
 Example:
     >>> env = DatasetVQAEnv(path="assets/vqa/sample.jsonl", rewards={"accuracy": 1.0})
@@ -76,7 +96,6 @@ import copy
 import io
 import json
 import logging
-import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,15 +108,13 @@ from gymnasium.utils import seeding
 from PIL import Image, UnidentifiedImageError
 
 from envs.transforms import AugmentContext
+from envs.vqa import schemas
 from envs.vqa.base import Episode, VQAEnv, image_hw, reference_solution
+from envs.vqa.schemas import IMAGE_MARKER, SCHEMAS, DatasetError, EmbeddedImage, Keys, detect
 from mmrl.config import ConfigError, from_dict
-from rewards import answer_span
 
 logger = logging.getLogger(__name__)
 
-PROMPT_KEYS: tuple[str, ...] = ("prompt", "problem", "question")
-ANSWER_KEYS: tuple[str, ...] = ("answer", "solution")
-IMAGE_KEYS: tuple[str, ...] = ("images", "image")
 RESERVED_INFO: frozenset[str] = frozenset(
     {"success", "reward_parts", "reward_columns", "parsed_answer", "row_index", "augment"}  # step and reset
     | {"bad_rows", "skipped", "truncated_rows"}  # reset only: bad data met (see the module docstring)
@@ -105,16 +122,21 @@ RESERVED_INFO: frozenset[str] = frozenset(
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _PARQUET_BATCH_ROWS = 256  # Parquet rows turned into Python objects at a time: never the whole file's at once
+_LAZY_MAX_GROUP_BYTES = 64 * 2**20  # row groups up to this size (uncompressed) leave their images in the file
 LONG_PROMPTS = ("error", "truncate")  # what a prompt over max_prompt_chars does (see the module docstring)
+SCHEMA_NAMES = ("auto", *SCHEMAS)  # the schema option: detected from the first row, or forced
 
-
-class DatasetError(ConfigError):
-    """A bad data file or row: one line naming the file, the line/row and the field."""
+__all__ = ["DatasetError", "DatasetVQAConfig", "DatasetVQAEnv"]
 
 
 @dataclass
 class DatasetVQAConfig:
-    path: str = ""  # JSONL (.jsonl/.ndjson/.json) or Parquet (.parquet) file of {prompt, images, answer} rows
+    path: str = ""  # JSONL (.jsonl/.ndjson/.json) or Parquet (.parquet) file of rows in one of the schemas
+    schema: str = "auto"  # auto | flat | verl | trl | sharegpt: the row schema (envs.vqa.schemas); auto detects it
+    prompt_key: str | None = None  # column of the question (flat) or chat messages (others); None: the schema's names
+    answer_key: str | None = None  # column of the ground truth ("a.b" reads into a struct); None: the schema's names
+    image_key: str | None = None  # column of the images (a list or one entry); None: images, then image
+    allow_outside_root: bool = False  # accept image paths that lead out of the data file's directory
     shuffle: bool = False  # visit rows in a seeded permutation (a fresh one each pass) instead of file order
     seed: int = 0  # seed of the shuffle permutation and of the env's generator (augmentations) at construction
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})  # reward name -> weight (rewards.get)
@@ -130,17 +152,75 @@ class DatasetVQAConfig:
     defer_rewards: bool = False  # step() returns reward 0 and the reward inputs in info["reward_columns"] (a trainer scores whole batches)
 
 
+ImageRef = str | bytes | EmbeddedImage  # a resolved path, embedded bytes, or bytes left in the Parquet file
+
+
 @dataclass(frozen=True, slots=True)
 class _Row:
     """One validated row, shared by every env on its file (see the module docstring): never mutated."""
 
     loc: str  # "line N" (JSONL, 1-based) or "row N" (Parquet or JSON array, 0-based), for error messages
-    prompt: str  # the question, without the prompt suffix (an env option, added at reset)
-    images: tuple[str | bytes, ...]  # resolved file paths or embedded encoded bytes
+    prompt: str  # the question, without the prompt suffix (an env option, added at reset); IMAGE_MARKERs placed
+    images: tuple[ImageRef, ...]  # resolved file paths, embedded encoded bytes, or where those bytes lie in the file
     answer: str
     choices: tuple[str, ...] | None
     columns: dict[str, Any]  # extra reward-function columns (extras + shadowed aliases); copied at reset
     info: dict[str, Any]  # extra info keys (extras only); copied before it is handed out
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The options that change a file's rows or which rows are refused: with the path, a table's cache key."""
+
+    max_rows: int | None  # first rows kept (None: all)
+    max_prompt_chars: int | None  # longest prompt (None: no limit; 0 is stored as None, so both share a table)
+    truncate: bool  # long_prompts == "truncate"
+    schema: str  # SCHEMA_NAMES
+    keys: Keys  # prompt_key, answer_key, image_key
+    allow_outside_root: bool  # image paths may lead out of the data file's directory
+
+
+_FileId = tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns): a rewritten file gets a new one
+
+
+def _file_id(path: Path) -> _FileId:
+    """The identity of the file at ``path`` now (see ``_FileId``)."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class _EmbeddedImages:
+    """Reads the image bytes a lazy Parquet file keeps (``EmbeddedImage`` refs), one row group at a time: the last
+    group's column is kept (shared by the envs on the table, under a lock), so visiting rows in order reads each
+    group once and memory holds one group's images, never the file's."""
+
+    def __init__(self, path: Path, file_id: _FileId) -> None:
+        self.path = path  # resolved
+        self.file_id = file_id  # the file's identity at load: the refs are only valid for it
+        self._lock = threading.Lock()
+        self._group_start: np.ndarray | None = None  # [num_groups + 1] int64: group g holds rows [start[g], start[g+1])
+        self._cached: tuple[int, str, Any] | None = None  # (group, column, that column of the group: an Arrow array)
+
+    def read(self, ref: EmbeddedImage) -> bytes:
+        """The encoded bytes of ``ref``; a file changed since the load raises OSError (the row is then skipped)."""
+        import pyarrow.parquet as pq
+
+        with self._lock:
+            if _file_id(self.path) != self.file_id:
+                raise OSError("the data file changed since it was loaded; build the env again to re-read it")
+            if self._group_start is None:
+                meta = pq.read_metadata(self.path)
+                sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+                self._group_start = np.cumsum([0, *sizes], dtype=np.int64)  # [num_groups + 1]
+            group = int(np.searchsorted(self._group_start, ref.row, side="right")) - 1
+            if self._cached is None or self._cached[:2] != (group, ref.column):
+                self._cached = None  # drop the old group before reading the new one
+                with pq.ParquetFile(self.path) as parquet:
+                    column = parquet.read_row_group(group, columns=[ref.column]).column(0)
+                self._cached = (group, ref.column, column)
+            value = self._cached[2].slice(ref.row - int(self._group_start[group]), 1).to_pylist()[0]  # this row only
+        entry = value if ref.item is None else value[ref.item]
+        return bytes(entry["bytes"])
 
 
 @dataclass(frozen=True)
@@ -153,43 +233,46 @@ class _Table:
     # these strings is that of all the prompts (same charset, same max length), built in O(1) per env, not O(rows)
     prompt_samples: tuple[str, ...]
     truncated_rows: int  # prompts cut to max_prompt_chars (long_prompts: truncate)
+    embedded: _EmbeddedImages  # reads the image bytes a lazy Parquet file keeps
 
 
-_TableKey = tuple[str, int | None, int | None, bool]  # (resolved path, max_rows, max_prompt_chars, truncate)
-_FileId = tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns): a rewritten file gets a new one
+_TableKey = tuple[str, _Options]  # (resolved path, options)
 _TABLES: dict[_TableKey, tuple[_FileId, _Table]] = {}  # the process-wide cache, one entry per file and options
 _TABLES_LOCK = threading.Lock()  # held while parsing, so envs built in threads parse a file once
 
 
-def _load_table(path: Path, max_rows: int | None, max_prompt_chars: int | None, truncate: bool) -> _Table:
-    """The validated rows of ``path`` (the first ``max_rows``; prompts over ``max_prompt_chars`` an error, or cut to it
-    when ``truncate``), from the cache while the file is unchanged.
+def _load_table(path: Path, options: _Options) -> _Table:
+    """The validated rows of ``path`` under ``options``, from the cache while the file is unchanged.
 
     Raises the first bad row's :class:`DatasetError`; a failed parse is not cached (the next env re-reads the file).
     """
     resolved = path.resolve()
-    st = resolved.stat()
-    key = (str(resolved), max_rows, max_prompt_chars or None, truncate)  # 0 and None: both no limit, one table
-    file_id = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    key, file_id = (str(resolved), options), _file_id(resolved)
     with _TABLES_LOCK:
         cached = _TABLES.get(key)
         if cached is not None and cached[0] == file_id:
             logger.debug("sharing the parsed rows of %s", path)
             return cached[1]
         _TABLES.pop(key, None)  # a changed file: drop the old rows before reading the new ones
-        cut: list[str] | None = [] if truncate else None  # where prompts were truncated
-        records = _read_records(path, max_rows)
-        rows = tuple(_parse_row(path, loc, rec, resolved.parent, max_prompt_chars, cut) for loc, rec in records)
+        cut: list[str] | None = [] if options.truncate else None  # where prompts were truncated
+        schema, rows = options.schema, []
+        for loc, record in _read_records(path, options.max_rows):
+            if schema == "auto":
+                schema = detect(record, options.keys)
+            if not rows:
+                logger.info("dataset %s: schema %s", path, schema)
+            rows.append(_parse_row(path, loc, record, resolved.parent, options, schema, cut))
         if not rows:
             raise DatasetError(f"{path}: no rows")
         image_start = np.cumsum([0] + [len(r.images) for r in rows], dtype=np.int64)  # [num_rows + 1]
         image_start.flags.writeable = False
-        table = _Table(rows, image_start, _prompt_samples([r.prompt for r in rows]), len(cut or ()))
+        samples = _prompt_samples([r.prompt for r in rows])
+        table = _Table(tuple(rows), image_start, samples, len(cut or ()), _EmbeddedImages(resolved, file_id))
         _TABLES[key] = (file_id, table)
     logger.info("loaded %d VQA rows from %s", len(rows), path)
     if cut:
         logger.warning("%s: truncated %d prompt(s) to max_prompt_chars=%d characters (first at %s)", path, len(cut),
-                       max_prompt_chars, cut[0])  # fmt: skip
+                       options.max_prompt_chars, cut[0])  # fmt: skip
     return table
 
 
@@ -239,17 +322,22 @@ def _read_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, Any]]
 
 
 def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, Any]]:
-    """``(loc, record)`` pairs of a Parquet file, turned into Python objects ``_PARQUET_BATCH_ROWS`` rows at a time."""
+    """``(loc, record)`` pairs of a Parquet file, turned into Python objects ``_PARQUET_BATCH_ROWS`` rows at a time;
+    in a lazy file (module docstring) an image struct's bytes become an :class:`EmbeddedImage` ref."""
     import pyarrow
     import pyarrow.parquet as pq
 
     index = 0
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, pre_buffer=False)  # pre_buffer reads every column chunk of the file at once
     except Exception as e:  # pyarrow raises several types for unreadable files
         raise DatasetError(f"{path}: cannot read Parquet: {str(e).splitlines()[0]}") from None
     try:
         with parquet:
+            meta = parquet.metadata
+            groups = [meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)]
+            lazy = len(groups) > 1 and max(groups) <= _LAZY_MAX_GROUP_BYTES
+            image_columns = [f.name for f in parquet.schema_arrow if lazy and schemas.is_image_struct(f.type)]
             batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS)
             while max_rows is None or index < max_rows:
                 try:
@@ -260,25 +348,21 @@ def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, An
                     return
                 if max_rows is not None:
                     batch = batch.slice(0, max_rows - index)
-                for record in batch.to_pylist():
-                    yield f"row {index}", record
+                refs = {name: schemas.embedded_refs(batch.column(name), name, index) for name in image_columns}
+                for i, record in enumerate(batch.drop_columns(image_columns).to_pylist()):
+                    yield f"row {index}", {**record, **{name: column[i] for name, column in refs.items()}}
                     index += 1
     finally:  # Arrow's allocator keeps the freed read buffers (~4x the file) for reuse; the rows are Python objects now
         pyarrow.default_memory_pool().release_unused()
 
 
-def _first(record: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, Any]:
-    """The first of ``keys`` present in ``record`` with a non-null value, and that value."""
-    for key in keys:
-        if record.get(key) is not None:
-            return key, record[key]
-    return None, None
-
-
-def _image_ref(entry: Any, field_name: str, where: str, root: Path) -> str | bytes:
-    """Check one image entry (path or ``{"bytes", "path"}`` struct) and resolve it against ``root``."""
+def _image_ref(entry: Any, field_name: str, where: str, root: Path, allow_outside_root: bool) -> ImageRef:
+    """Check one image entry (path or ``{"bytes", "path"}`` struct) and resolve a path against ``root`` (confined to
+    it unless ``allow_outside_root``); embedded bytes, or their ref in a lazy Parquet file, win over the path."""
     if isinstance(entry, dict):
         data = entry.get("bytes")
+        if isinstance(data, EmbeddedImage):
+            return data
         if data not in (None, b"", "") and not isinstance(data, (bytes, bytearray, memoryview)):
             kind = type(data).__name__
             raise DatasetError(f"{where}: field '{field_name}.bytes' must be encoded image bytes (binary), got {kind}")
@@ -287,80 +371,52 @@ def _image_ref(entry: Any, field_name: str, where: str, root: Path) -> str | byt
         entry = entry.get("path")
     if not isinstance(entry, str) or not entry:
         raise DatasetError(f"{where}: field '{field_name}' must be an image path, got {type(entry).__name__} {entry!r}")
-    resolved = Path(entry) if Path(entry).is_absolute() else root / entry
+    resolved = (root / entry).resolve()  # an absolute entry replaces root; symlinks are followed
+    if not allow_outside_root and not resolved.is_relative_to(root):
+        raise DatasetError(f"{where}: field '{field_name}': image path {entry!r} leads out of the data directory "
+                           f"{root} (set allow_outside_root: true to allow it)")  # fmt: skip
     if not resolved.is_file():
         raise DatasetError(f"{where}: field '{field_name}': image file not found: {resolved}")
     return str(resolved)  # a str is a fraction of a Path's memory, and rows can number millions
 
 
 def _parse_row(
-    path: Path, loc: str, record: Any, root: Path, max_prompt_chars: int | None, cut: list[str] | None
+    path: Path, loc: str, record: Any, root: Path, options: _Options, schema: str, cut: list[str] | None
 ) -> _Row:
-    """Validate one record into a :class:`_Row`; raise a one-line DatasetError naming the file, ``loc`` and the field.
+    """Normalise one record with ``schema`` and validate it into a :class:`_Row`; raise a one-line DatasetError naming
+    the file, ``loc`` and the field. ``root`` is the data file's resolved directory.
 
-    A prompt over ``max_prompt_chars`` (None or 0: no limit) is an error, or with ``cut`` (a list) truncated to it and
-    ``loc`` appended to ``cut``. Nothing here decodes an image (that is reset's, which skips rows that fail).
+    A prompt over ``options.max_prompt_chars`` is an error, or with ``cut`` (a list) truncated to it and ``loc``
+    appended to ``cut``. Nothing here decodes an image (that is reset's, which skips rows that fail).
     """
     where = f"{path}, {loc}"
     if not isinstance(record, dict):
         raise DatasetError(f"{where}: a row must be an object/mapping, got {type(record).__name__}")
     # null = absent (Parquet fills a row's missing columns with null)
-    record = {k: v for k, v in record.items() if v is not None}
-    prompt_key, prompt = _first(record, PROMPT_KEYS)
-    if prompt_key is None:
-        raise DatasetError(f"{where}: missing field 'prompt' (or its aliases 'problem', 'question')")
-    if not isinstance(prompt, str):
-        raise DatasetError(f"{where}: field '{prompt_key}' must be a string, got {type(prompt).__name__}")
-    if not prompt.strip():
-        raise DatasetError(f"{where}: field '{prompt_key}' is empty")
-    if max_prompt_chars and len(prompt) > max_prompt_chars:
+    row = SCHEMAS[schema]({k: v for k, v in record.items() if v is not None}, options.keys, where)
+    prompt, limit = row.prompt, options.max_prompt_chars
+    if limit and len(prompt) > limit:
         if cut is None:
-            limit = f"max_prompt_chars={max_prompt_chars}"
-            raise DatasetError(f"{where}: field '{prompt_key}' has {len(prompt)} characters, more than {limit} "
-                               "(raise it, or set long_prompts: truncate)")  # fmt: skip
-        prompt = prompt[:max_prompt_chars]
+            raise DatasetError(f"{where}: field '{row.prompt_field}' has {len(prompt)} characters, more than "
+                               f"max_prompt_chars={limit} (raise it, or set long_prompts: truncate)")  # fmt: skip
+        prompt = prompt[:limit]
+        if prompt.count(IMAGE_MARKER) != len(row.images):  # the cut dropped placeholders: the images go first
+            prompt = prompt.replace(IMAGE_MARKER, "")
         cut.append(loc)
+    refs = [_image_ref(e, n, where, root, options.allow_outside_root) for e, n in zip(row.images, row.image_fields)]
 
-    answer_key, answer = _first(record, ANSWER_KEYS)
-    if answer_key is None:
-        raise DatasetError(f"{where}: missing field 'answer' (or its alias 'solution')")
-    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-        raise DatasetError(f"{where}: field '{answer_key}' must be a string or number, got {type(answer).__name__}")
-    if isinstance(answer, float) and not math.isfinite(answer):  # JSON's NaN/Infinity literals, Parquet float NaN
-        raise DatasetError(f"{where}: field '{answer_key}' must be a finite number, got {answer}")
-    answer = str(answer)
-    if answer_key == "solution":
-        span = answer_span(answer)
-        answer = (answer if span is None else span).strip()
-    if not answer.strip():
-        raise DatasetError(f"{where}: field '{answer_key}' is empty")
-
-    image_key, images = _first(record, IMAGE_KEYS)
-    if image_key == "images":
-        if not isinstance(images, (list, tuple)):
-            raise DatasetError(f"{where}: field 'images' must be a list of image paths, got {type(images).__name__}")
-        entries = list(images)
-    else:
-        entries = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
-    names = [f"images[{i}]" for i in range(len(entries))] if image_key == "images" else ["image"] * len(entries)
-    refs = [_image_ref(entry, name, where, root) for entry, name in zip(entries, names)]
-
-    choices = record.get("answer_choices")
+    choices = row.columns.pop("answer_choices", None)
     if choices is not None:
         if not isinstance(choices, (list, tuple)) or not all(isinstance(c, (str, int, float)) for c in choices):
             raise DatasetError(f"{where}: field 'answer_choices' must be a list of strings")
         choices = [str(c) for c in choices]
-
-    used = {prompt_key, answer_key, image_key, "answer_choices"}
-    shadowed = {k for k in (*PROMPT_KEYS, *ANSWER_KEYS, *IMAGE_KEYS) if k in record and k not in used}
-    extras = {k: v for k, v in record.items() if k not in used and k not in shadowed}
-    clash = sorted(RESERVED_INFO & set(extras))
+    clash = sorted(RESERVED_INFO & set(row.columns))
     if clash:
         raise DatasetError(f"{where}: column '{clash[0]}' clashes with an info key the env sets; rename it")
-    columns = {**extras, **{k: record[k] for k in shadowed}}
+    columns = {**row.columns, **row.reward_only}
     if choices is not None:
         columns["answer_choices"] = choices
-    return _Row(loc, prompt, tuple(refs), answer, None if choices is None else tuple(choices), columns, extras)
+    return _Row(loc, prompt, tuple(refs), row.answer, None if choices is None else tuple(choices), columns, row.columns)
 
 
 class DatasetVQAEnv(VQAEnv):
@@ -392,11 +448,22 @@ class DatasetVQAEnv(VQAEnv):
         if not self.path.is_file():
             raise DatasetError(f"{self.path}: data file not found")
         self.image_hw = image_hw(cfg.image_size) if cfg.image_size is not None else None
-        table = _load_table(self.path, cfg.max_rows, limit, cfg.long_prompts == "truncate")
+        if cfg.schema not in SCHEMA_NAMES:
+            raise ConfigError(f"schema: must be one of {' | '.join(SCHEMA_NAMES)}, got {cfg.schema!r}")
+        for name in ("prompt_key", "answer_key", "image_key"):
+            value = getattr(cfg, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{name}: must be a column name or null (the schema's names), got {value!r}")
+        keys = Keys(cfg.prompt_key, cfg.answer_key, cfg.image_key)
+        truncate = cfg.long_prompts == "truncate"
+        options = _Options(cfg.max_rows, limit or None, truncate, cfg.schema, keys, cfg.allow_outside_root)
+        table = _load_table(self.path, options)
         self.rows = table.rows  # shared with every env on this file and these options: read-only
+        self._embedded = table.embedded  # reads the images a lazy Parquet file keeps (shared, thread-safe)
         self.truncated_rows = table.truncated_rows  # prompts cut to max_prompt_chars at load (long_prompts: truncate)
-        super().__init__(cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags, cfg.augment,
-                         cfg.defer_rewards)
+        super().__init__(
+            cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags, cfg.augment, cfg.defer_rewards
+        )
         # images of all rows, row by row: row i owns image numbers _image_start[i] to _image_start[i + 1] - 1
         self._image_start = table.image_start  # [num_rows + 1], shared and read-only
         rows_with_images = int(np.count_nonzero(np.diff(self._image_start)))
@@ -517,14 +584,15 @@ class DatasetVQAEnv(VQAEnv):
         raise DatasetError(f"{self.path}, {self.rows[index].loc}: an augmentation needs an image of another row, and "
                            f"none of the other {others} decodes")  # fmt: skip
 
-    def _load_image(self, ref: str | bytes, loc: str, i: int) -> np.ndarray:
+    def _load_image(self, ref: ImageRef, loc: str, i: int) -> np.ndarray:
         """Decode image ``i`` of the row at ``loc`` to RGB uint8 ``[H, W, 3]`` (resized to ``image_size`` when set);
         any failure (unreadable file, corrupt or truncated bytes, an unknown format) is a one-line DatasetError."""
         try:
-            with Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref) as img:
+            data = self._embedded.read(ref) if isinstance(ref, EmbeddedImage) else ref  # lazy: read from the file now
+            with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
                 rgb = img.convert("RGB")
         except Exception as e:  # PIL raises several types for unreadable images
-            name, why = "(embedded bytes)" if isinstance(ref, bytes) else ref, _reason(e)
+            name, why = ref if isinstance(ref, str) else "(embedded bytes)", _reason(e)
             raise DatasetError(f"{self.path}, {loc}: field 'images[{i}]': cannot read image {name}: {why}") from None
         if self.image_hw is not None and rgb.size != (self.image_hw[1], self.image_hw[0]):
             rgb = rgb.resize((self.image_hw[1], self.image_hw[0]), Image.Resampling.BICUBIC)

@@ -341,6 +341,6 @@ def test_dataset_config_errors(test_rewards, tmp_path):
             {"prompt": "Two plus two?", "answer": "4"}]  # fmt: skip
     one_image_row.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(ConfigError, match=r"^augment\[0\]\.name: distractor needs images of other rows; .* in 1 row"):
-        dataset(test_rewards, [{"name": "distractor"}], path=str(one_image_row))
-    dataset(test_rewards, [{"name": "rotation"}], path=str(one_image_row)).reset(seed=0)  # needs no other image
+        dataset(test_rewards, [{"name": "distractor"}], path=str(one_image_row), allow_outside_root=True)
+    dataset(test_rewards, [{"name": "rotation"}], path=str(one_image_row), allow_outside_root=True).reset(seed=0)  # needs no other image
     dataset(test_rewards, [{"name": "mixup", "min_weight": 0.55}])  # the 0.6 floor is the synthetic scenes' own

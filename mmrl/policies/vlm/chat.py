@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmrl.types import IMAGE_MARKER
+
 IMAGE_PAD = "<|image_pad|>"
 VIDEO_PAD = "<|video_pad|>"
 # Tokens the policy must never generate: pads would desynchronise images and tokens.
@@ -100,7 +102,6 @@ class PromptEncoder:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
-IMAGE_MARKER = "<image>"  # mmrl's image placeholder in an observation's text (envs/vqa/base.py): an image stands there
 
 
 def user_message(text: str, num_images: int) -> dict[str, Any]:

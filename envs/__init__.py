@@ -10,5 +10,7 @@ from envs.registry import check, make, names, register
 # Lazy "module:Class" entries: importing ``envs`` imports no env module (and no optional extra).
 register("synthetic_vqa", "envs.vqa.synthetic:SyntheticVQAEnv")
 register("dataset_vqa", "envs.vqa.dataset:DatasetVQAEnv")
+register("gui_grounding", "envs.gui.grounding:GuiGroundingEnv")
+register("gui_app", "envs.gui.app:GuiAppEnv")
 
 __all__ = ["check", "make", "names", "register"]

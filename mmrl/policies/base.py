@@ -13,8 +13,8 @@ with grad. The critic is a separate object passed to the learner explicitly.
 
 Example:
     >>> from mmrl.policies import base
-    >>> sorted(base.names())[:2]
-    ['mlp', 'vlm']
+    >>> sorted(base.names())
+    ['diffusion', 'flow', 'mlp', 'vlm']
 """
 
 from __future__ import annotations
@@ -125,6 +125,8 @@ class Family:
 _FAMILIES: dict[str, Family | str] = {
     "vlm": "mmrl.policies.vlm.family:FAMILY",  # lazy "module:attr": importing mmrl.policies imports no model code
     "mlp": "mmrl.policies.mlp.family:FAMILY",
+    "flow": "mmrl.policies.flow.family:FAMILY",  # flow-matching action chunks (Flow-Noise / Flow-SDE)
+    "diffusion": "mmrl.policies.diffusion.family:FAMILY",  # DDPM / DDIM action chunks (DPPO)
 }
 
 

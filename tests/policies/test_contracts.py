@@ -10,7 +10,7 @@ from mmrl.policies import base
 
 
 def test_registry_names_and_unknown_kind():
-    assert {"vlm", "mlp"} <= set(base.names())
+    assert {"vlm", "mlp", "flow", "diffusion"} <= set(base.names())
     with pytest.raises(ConfigError, match="policy.kind: unknown policy family 'mpl' \\(did you mean 'mlp'\\?\\)"):
         base.get("mpl")
 

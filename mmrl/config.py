@@ -271,8 +271,19 @@ RELATIONS: dict[type, list[tuple[str, Callable[[Any], bool], str]]] = {
     RunConfig: [
         ("algo.overlong_cache", lambda c: c.algo.overlong_cache < c.rollout.max_new_tokens,
          "an integer < rollout.max_new_tokens (the window lies inside the generation budget)"),
+        # an env that reads the model's coordinates (GUI, zoom) must read them in the model's frame: one source of truth
+        *((f"model.{key}", (lambda c, key=key: _env_agrees(c, key)),
+           f"equal to env.kwargs.{key} (and env.eval_kwargs.{key}) where given: the env reads the model's coordinates in that frame")
+          for key in ("coordinate_convention", "min_pixels", "max_pixels")),
     ],
 }  # fmt: skip
+
+
+def _env_agrees(cfg: Any, key: str) -> bool:
+    """The env's ``key`` (env.kwargs / env.eval_kwargs, when set) equals ``model.<key>`` for a VLM policy."""
+    mine = getattr(cfg.model, key)
+    given = [kw[key] for kw in (cfg.env.kwargs, cfg.env.eval_kwargs) if key in kw]
+    return cfg.policy.kind != "vlm" or all(v == mine for v in given)
 
 
 def rule_of(tp: Any) -> Rule | None:

@@ -31,6 +31,7 @@ from mmrl.config import (
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = ROOT / "configs/quickstart.yaml"  # GRPO on a tiny VLM: max_new_tokens 16, group_size 8
+G = ROOT / "configs/gui_grounding.yaml"  # an env that reads the model's click coordinates
 C = ROOT / "configs/cartpole_ppo.yaml"  # PPO with a critic on an MLP policy: horizon 128, gamma 0.99
 JUDGE = "judges.j={kind: generative, path: /models/judge}"  # a valid judge, then one bad field of it
 
@@ -141,6 +142,10 @@ BAD = [
     (C, ["train.steps=-1"], "train.steps", "integer >= 0"),
     (C, ["train.eval_size=0"], "train.eval_size", "integer >= 1"),
     (C, ["seed=-3"], "seed", "integer in [0, 2**64 - 1]"),
+    # an env reading the model's coordinates in another frame than the model writes them in
+    (G, ["model.coordinate_convention=qwen2_vl"], "model.coordinate_convention", "equal to env.kwargs.coordinate_convention"),
+    (G, ["env.eval_kwargs.max_pixels=50176"], "model.max_pixels", "equal to env.kwargs.max_pixels"),
+    (G, ["env.kwargs.min_pixels=3136"], "model.min_pixels", "equal to env.kwargs.min_pixels"),
 ]
 
 
@@ -154,9 +159,9 @@ def test_a_bad_value_is_one_line_naming_the_field_and_what_it_allows(config, ove
     assert allowed in message and ", got " in message, message
 
 
-def test_the_table_covers_both_configs_and_many_fields():
+def test_the_table_covers_the_configs_and_many_fields():
     assert len(BAD) >= 40
-    assert {b[0] for b in BAD} == {Q, C}
+    assert {b[0] for b in BAD} == {Q, C, G}
     assert len({b[2] for b in BAD}) >= 40
 
 

@@ -4,6 +4,7 @@
     mmrl eval CONFIG [key=value ...]       held-out evaluation of the run's latest checkpoint (else model.path), read-only
     mmrl eval --benchmark NAME --data FILE --predictions P [P ...] [--out DIR]
                                            score any model's predictions offline on a benchmark file (side by side)
+    mmrl view RUN_DIR                      write RUN_DIR/viewer.html: the rollout samples as a static page (no server)
     mmrl reward --fn NAMES --input ROWS    score offline rows with reward functions
     mmrl build-tiny PATH [--preset NAME]   build the offline tiny Qwen2.5-VL checkpoint
 """
@@ -73,6 +74,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from mmrl.viz.viewer import write_viewer
+
+    print(f"open {write_viewer(args.run_dir)} in a browser (a static page: no server needed)")
+    return 0
+
+
 def cmd_build_tiny(args: argparse.Namespace) -> int:
     from mmrl.models.tiny import build_tiny_qwen2_5_vl
 
@@ -100,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--data", type=Path, metavar="FILE", help="the benchmark's public file (or release directory)")
             p.add_argument("--predictions", type=Path, nargs="+", metavar="P", help="JSONL predictions, scored side by side")
             p.add_argument("--out", type=Path, metavar="DIR", help="write <benchmark>_report.json/.md and bar plots here")
+    p = sub.add_parser("view", help="write RUN_DIR/viewer.html over the run's rollout samples (opens in any browser)")
+    p.add_argument("run_dir", type=Path, help="a run directory (<train.output_dir>/<name>)")
+    p.set_defaults(fn=cmd_view)
     sub.add_parser("reward", help="score offline rows (mmrl reward --help)")
     p = sub.add_parser("build-tiny", help="build the offline tiny Qwen2.5-VL checkpoint")
     p.add_argument("path")

@@ -223,6 +223,8 @@ class TrainConfig:
     overwrite: Annotated[bool, FLAG] = False  # start again in a run directory that already holds a run (its checkpoints, metrics and summary are deleted)
     max_bad_steps: Annotated[int, SIZE] = 3  # stop the run after this many steps in a row whose update met a non-finite loss or gradient (those minibatches are skipped)
     nonfinite_rewards: Annotated[str, one_of(*NONFINITE_REWARDS)] = "error"  # a NaN / inf reward: error (stop, naming the reward function) | drop (leave its episode out, counted)
+    rollouts_every: Annotated[int, COUNT] = 25  # store a sample of the step's rollouts (images, completions, rewards per function, advantages) in <run>/rollouts/step_NNNNNN/ at step 1 and every this many steps, for `mmrl view RUN_DIR` (0 = never)
+    rollouts_samples: Annotated[int, SIZE] = 16  # trajectories per stored sample: the first whole GRPO groups that fit (else the first ones)
     max_bad_rows: Annotated[int, COUNT] = 100  # stop the run once the envs have skipped more data rows than this (rows whose images do not decode; each is logged with its file and line)
 
 

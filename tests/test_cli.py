@@ -51,3 +51,18 @@ def test_eval_usage_errors_exit_2_in_one_line(capsys, argv):
     code = main(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("mmrl: error: ") and "\n" not in err
+
+
+def test_view_writes_the_page_of_a_trained_run(tiny_model_path, tmp_path, capsys):
+    """A one-step run stores its rollout sample (rollouts_every) and its viewer; `mmrl view` rewrites the page."""
+    run = ["train", str(ROOT / "configs/quickstart.yaml"), f"model.path={tiny_model_path}", "model.build_tiny=false",
+           f"train.output_dir={tmp_path}", "train.steps=1", "warmup.steps=0", "algo.prompts_per_step=2",
+           "algo.group_size=2", "rollout.batch_size=4", "train.eval_size=4", "train.rollouts_every=1",
+           "train.rollouts_samples=4", "--no-progress"]  # fmt: skip
+    assert main(run) == 0
+    page = tmp_path / "quickstart" / "viewer.html"
+    samples = tmp_path / "quickstart" / "rollouts" / "step_000001" / "samples.jsonl"
+    assert page.exists() and len(samples.read_text().splitlines()) == 4
+    page.unlink()
+    assert main(["view", str(tmp_path / "quickstart")]) == 0 and page.exists() and "samples" in page.read_text()
+    assert main(["view", str(tmp_path / "nope")]) == 2

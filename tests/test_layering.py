@@ -19,7 +19,7 @@ LAYERS = {
     "mmrl.models": {"mmrl.models", "mmrl.policies"},
     "mmrl.policies": {"mmrl.policies", "mmrl.models", "mmrl.algos", "rewards"},
     "mmrl.rollout": {"mmrl.rollout"},
-    "mmrl.viz": {"mmrl.viz", "mmrl.trainer.logging"},
+    "mmrl.viz": {"mmrl.viz", "mmrl.trainer.logging", "rewards"},
     "mmrl.evaluation": {"mmrl.evaluation", "rewards"},
     "mmrl.trainer": {"mmrl", "envs", "rewards"},
     "mmrl.cli": {"mmrl", "rewards"},

@@ -108,8 +108,9 @@ def load_latest(run_dir: Path, load: Callable[[Path], T]) -> tuple[Path, T] | No
 # Config keys a resumed run may change: how long it runs and how often it reports, not what it learns.
 RESUMABLE_KEYS = frozenset({"threads", "train.resume", "train.overwrite", "train.steps", "train.eval_every",
                             "train.save_every", "train.log_every", "train.keep_checkpoints", "train.max_bad_steps",
-                            "train.max_bad_rows"})
-RUN_FILES = ("checkpoints", "reference", "tensorboard", "metrics.jsonl", "summary.json", "curves.png", "config.json")
+                            "train.max_bad_rows", "train.rollouts_every", "train.rollouts_samples"})
+RUN_FILES = ("checkpoints", "reference", "tensorboard", "metrics.jsonl", "summary.json", "curves.png", "config.json",
+             "rollouts", "viewer.html")
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -35,6 +35,8 @@ from mmrl.trainer.progress import Progress
 from mmrl.trainer.scoring import RewardStage, episode_return
 from mmrl.types import Batch, Trajectory
 from mmrl.viz.plots import plot_curves
+from mmrl.viz.rollouts import batch_advantages, write_rollouts
+from mmrl.viz.viewer import write_viewer
 
 logger = logging.getLogger(__name__)
 RECENT = 10  # episodes averaged in episode/return_recent
@@ -318,6 +320,9 @@ class Trainer:
             if replay_stats["ssr/replayed"]:
                 batch = self.make_batch(trajs)
                 batch.advantages = adv
+        tc = self.cfg.train
+        if tc.rollouts_every and (self.step == 0 or (self.step + 1) % tc.rollouts_every == 0):  # numbered as the metrics
+            write_rollouts(self.run_dir, self.step + 1, trajs, batch_advantages(batch, trajs), tc.rollouts_samples)
         t1 = time.perf_counter()
         stats.update(self.update(batch))
         stats.update({
@@ -425,6 +430,8 @@ class Trainer:
         self.save()
         (self.run_dir / "summary.json").write_text(json.dumps(self.summary, indent=2))
         plot_curves(self.metrics.path, self.run_dir / "curves.png")
+        if tc.rollouts_every and (self.run_dir / "rollouts").is_dir():
+            write_viewer(self.run_dir)  # the stored rollout samples as a static page: mmrl view RUN_DIR rewrites it
         self.metrics.close()
         self.close()
         return self.summary

@@ -12,5 +12,6 @@ register("synthetic_vqa", "envs.vqa.synthetic:SyntheticVQAEnv")
 register("dataset_vqa", "envs.vqa.dataset:DatasetVQAEnv")
 register("gui_grounding", "envs.gui.grounding:GuiGroundingEnv")
 register("gui_app", "envs.gui.app:GuiAppEnv")
+register("miniwob", "envs.gui.miniwob:MiniWoBEnv")
 
 __all__ = ["check", "make", "names", "register"]

@@ -34,4 +34,9 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 "$VPY" -m pip install -q -e ".[${EXTRAS}]"
+# [gui]: MiniWoB++ (and the rollout viewer's test) drive Debian's chromium through Debian's chromedriver (same version,
+# passed explicitly: Selenium Manager would look for a browser on the network); fonts-liberation is only a Recommends.
+if [[ ",$EXTRAS," == *",gui,"* ]]; then
+  apt_install chromium chromium-driver fonts-liberation
+fi
 echo "setup: ready ($("$VPY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

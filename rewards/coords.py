@@ -118,6 +118,12 @@ class Frame:
         sx, sy = self.scale()
         return tuple(float(v) * (sx if i % 2 == 0 else sy) for i, v in enumerate(coords))
 
+    def columns(self) -> dict[str, Any]:
+        """The frame as the columns :func:`frame_from_row` reads back (what an env passes to rewards, infos, viewers)."""
+        size = None if self.image_size is None else [float(v) for v in self.image_size]
+        return {"coordinate_convention": self.convention, "image_size": size, "min_pixels": self.min_pixels,
+                "max_pixels": self.max_pixels}  # fmt: skip
+
     def from_pixels(self, coords: Sequence[float]) -> tuple[float, ...]:
         """Original-image pixels -> this convention (what an env shows the policy); inverse of ``to_pixels``."""
         sx, sy = self.scale()

@@ -331,7 +331,8 @@ class GuiAppEnv(gym.Env[dict[str, Any], str]):
 
     def _info(self, success: bool, **extra: Any) -> dict[str, Any]:
         assert self.task is not None
-        info = {"success": success, "task": self.task.kind, "instruction": self.task.text, "steps": self.steps, **extra}
+        info = {"success": success, "task": self.task.kind, "instruction": self.task.text, "steps": self.steps,
+                **self.frame.columns(), **extra}  # the frame: how viewers map the model's clicks back to pixels
         if not self._done:  # the next action to imitate (a warm-up target)
             if self.config.solution == "oracle":
                 info["solution"] = f"<answer>{oracle_action(self)}</answer>"

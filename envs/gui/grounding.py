@@ -334,9 +334,8 @@ class GuiGroundingEnv(VQAEnv):
             image, row, extra = self._file_row()
         h, w = image.shape[:2]
         frame = self.frame(w, h)
-        columns: dict[str, Any] = {"coordinate_convention": frame.convention, "image_size": [w, h],
-                                   "min_pixels": frame.min_pixels, "max_pixels": frame.max_pixels,
-                                   "data_type": row.data_type, "platform": row.platform}  # fmt: skip
+        columns: dict[str, Any] = {**frame.columns(), "image_size": [w, h], "data_type": row.data_type,
+                                   "platform": row.platform}  # fmt: skip
         episode = Episode(
             text=self._prompt(row.instruction, w, h),
             images=[image],

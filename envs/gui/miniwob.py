@@ -351,6 +351,7 @@ class MiniWoBEnv(gym.Env[dict[str, Any], str]):
             "fields": [list(f) for f in raw_obs["fields"]],
             "dom": _dom(raw_obs["dom_elements"]),
             "step": self._steps,
+            **self.frame.columns(),  # how viewers map the model's clicks back to screenshot pixels
         }
 
     def _reference(self, info: dict[str, Any]) -> dict[str, Any]:

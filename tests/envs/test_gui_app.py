@@ -225,3 +225,18 @@ def test_config_errors_name_the_argument(kwargs, name):
 
 def test_doctests():
     assert doctest.testmod(app_module, raise_on_error=True).attempted >= 1
+
+
+@pytest.mark.parametrize("convention", ["qwen2_5_vl", "qwen2_vl", "normalized"])
+def test_infos_carry_the_frame_that_maps_the_models_clicks_back(convention):
+    """A viewer or reward reads the frame from the info (rewards.frame_from_row) and gets the click's pixel back: the
+    scale written out here from the convention's definition (Qwen2-VL: 0-1000; normalized: 0-1; Qwen2.5-VL: pixels
+    of the smart-resized image, here 112 x 112 as the pixel range fixes it)."""
+    from rewards.coords import frame_from_row
+
+    env = GuiAppEnv(difficulty=1, coordinate_convention=convention, min_pixels=12544, max_pixels=12544, seed=0)
+    _, info = env.reset(seed=3)
+    w, h = env.width, env.height
+    scale = {"qwen2_5_vl": (w / 112, h / 112), "qwen2_vl": (w / 1000, h / 1000), "normalized": (w, h)}[convention]
+    frame = frame_from_row(info)
+    assert frame.to_pixels((10.0, 20.0)) == pytest.approx((10.0 * scale[0], 20.0 * scale[1]))

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.mmrl-setup
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup.sh
-	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh dev
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh dev,gui,sim
 	touch $(STAMP)
 
 quickstart: setup

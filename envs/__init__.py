@@ -13,5 +13,7 @@ register("dataset_vqa", "envs.vqa.dataset:DatasetVQAEnv")
 register("gui_grounding", "envs.gui.grounding:GuiGroundingEnv")
 register("gui_app", "envs.gui.app:GuiAppEnv")
 register("miniwob", "envs.gui.miniwob:MiniWoBEnv")
+register("maniskill", "envs.sim.maniskill:ManiSkillEnv")
+register("chunked", "envs.sim.chunk:make_chunked")  # any env with a Box action, acting in chunks [H, A]: env=<id>, horizon=H
 
 __all__ = ["check", "make", "names", "register"]

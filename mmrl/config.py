@@ -145,6 +145,7 @@ class EnvConfig:
     max_turns: Annotated[int | None, SIZE] = 1  # steps (turns) per episode before the collector truncates it; None = the env decides
     pool: Annotated[str, one_of(*POOL_MODES)] = "sync"  # sync: envs in this process (Gymnasium SyncVectorEnv) | async: one worker process per env (AsyncVectorEnv)
     normalize_reward: Annotated[bool, FLAG] = False  # training envs: divide rewards by the running std of the discounted return (gamma = algo.gamma), clip to [-10, 10]
+    start_method: Annotated[str, one_of("fork", "spawn", "forkserver")] = "fork"  # how async pool workers start: fork (fast) | spawn / forkserver (needed by simulators such as ManiSkill, whose scene building hangs in a forked child)
     step_timeout: Annotated[float | None, POSITIVE] = None  # async pools: seconds a step or reset may take before the workers count as hung and are restarted (None = wait)
     max_restarts: Annotated[int, COUNT] = 3  # failures in a row an env (or the worker pool) may have before the run stops; each failed episode is counted and left out
 

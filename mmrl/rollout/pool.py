@@ -143,13 +143,14 @@ class EnvPool:
 
     def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int, mode: str = "sync",
                  normalize_reward_gamma: float | None = None, step_timeout: float | None = None,
-                 max_restarts: int = 3) -> None:  # fmt: skip
+                 max_restarts: int = 3, start_method: str = "fork") -> None:  # fmt: skip
         if mode not in POOL_MODES:
             raise ConfigError(f"env.pool: unknown pool mode '{mode}' (use {' or '.join(POOL_MODES)})")
         self.fns = [lambda: wrap_env(ResilientEnv(env_fn, max_restarts), normalize_reward_gamma)
                     for _ in range(num_envs)]  # fmt: skip
         self.num_envs, self.mode = num_envs, mode
         self.step_timeout, self.max_restarts = step_timeout, max_restarts
+        self.start_method = start_method  # how async workers start: fork (fast) | spawn / forkserver (simulators)
         self.vec = self._start()
         self.single_observation_space = self.vec.single_observation_space
         self.single_action_space = self.vec.single_action_space
@@ -161,7 +162,8 @@ class EnvPool:
         if self.mode == "sync":
             return SyncVectorEnv(self.fns, autoreset_mode=AutoresetMode.DISABLED)
         # pickled through pipes: any observation space, no shared memory
-        return AsyncVectorEnv(self.fns, shared_memory=False, autoreset_mode=AutoresetMode.DISABLED)
+        return AsyncVectorEnv(self.fns, shared_memory=False, autoreset_mode=AutoresetMode.DISABLED,
+                              context=self.start_method)  # fmt: skip
 
     def _restart(self, error: Exception) -> None:
         """Kill the workers and start new ones (async pools): after a hang or a dead worker."""

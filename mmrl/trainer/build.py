@@ -46,7 +46,8 @@ def make_pool(cfg: RunConfig, evaluation: bool = False) -> EnvPool:
     rewards when ``env.normalize_reward``."""
     gamma = (cfg.algo.gamma if cfg.algo.gamma is not None else 0.99) if cfg.env.normalize_reward and not evaluation else None
     return EnvPool(env_factory(cfg, evaluation), cfg.rollout.batch_size, cfg.env.pool, normalize_reward_gamma=gamma,
-                   step_timeout=cfg.env.step_timeout, max_restarts=cfg.env.max_restarts)  # fmt: skip
+                   step_timeout=cfg.env.step_timeout, max_restarts=cfg.env.max_restarts,
+                   start_method=cfg.env.start_method)  # fmt: skip
 
 
 def register_judges(cfg: RunConfig) -> None:

@@ -15,5 +15,6 @@ register("gui_app", "envs.gui.app:GuiAppEnv")
 register("miniwob", "envs.gui.miniwob:MiniWoBEnv")
 register("maniskill", "envs.sim.maniskill:ManiSkillEnv")
 register("chunked", "envs.sim.chunk:make_chunked")  # any env with a Box action, acting in chunks [H, A]: env=<id>, horizon=H
+register("zoom_vqa", "envs.vqa.zoom:ZoomVQAEnv")
 
 __all__ = ["check", "make", "names", "register"]

@@ -209,6 +209,7 @@ class WarmupConfig:
     batch_size: Annotated[int, SIZE] = 32  # examples per supervised step
     lr: Annotated[float, POSITIVE] = 1e-3  # learning rate of the warm-up
     targets: Annotated[str, one_of(*WARMUP_TARGETS)] = "format"  # format: the reference completion with a random answer choice (teaches the format, not the task) | answer: <answer>random choice</answer> only | solution: the reference completion
+    turns: Annotated[int, SIZE] = 1  # turns of each warm-up episode: the env is stepped with each target and the next info["solution"] is the next target (multi-turn envs); 1 = the first turn only
 
 
 @dataclass

@@ -245,3 +245,34 @@ def test_multi_turn_rl_steps_through_the_trainer(tiny_model_path, tmp_path, esti
     stats = trainer.train_step()
     assert stats["context_truncations"] >= 0 and np.isfinite(stats["loss"])
     trainer.close()
+
+
+class SolvedTurns(TwoImageTurns):
+    """TwoImageTurns whose infos carry the next turn's reference completion (a multi-turn warm-up target)."""
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        return obs, {**info, "solution": "<answer>left 0</answer>"}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated, truncated, {**info, "solution": f"<answer>left {self.t}</answer>"}
+
+
+@pytest.mark.parametrize("window", [None, 1])
+def test_a_multi_turn_warm_up_trains_every_turns_target_and_nothing_else(policy, window):
+    """warmup.turns: the episode is played on its targets; the trained tokens are exactly each turn's target + end of
+    turn, in order (one row, or a row per turn on its windowed context)."""
+    from mmrl.policies.vlm.warmup import END_OF_TURN, episode_rows
+
+    policy.history_images = window
+    eos = policy.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    rows = episode_rows(SolvedTurns(3), policy, 5, "solution", np.random.default_rng(0), 3, eos)
+    assert len(rows) == (1 if window is None else 3)
+    trained = [t for ids, mask, _ in rows for t, m in zip(ids, mask) if m]
+    expected = [t for k in range(3) for t in policy.tokenizer(f"<answer>left {k}</answer>", add_special_tokens=False)[
+        "input_ids"] + [eos]]  # fmt: skip
+    assert trained == expected
+    for ids, _, vision in rows:  # every image pad run backed by its image
+        assert ids.count(policy.encoder.image_pad_id) == sum(policy.encoder.num_image_tokens(v) for v in vision)
+    assert len(episode_rows(SolvedTurns(3), policy, 5, "solution", np.random.default_rng(0), 1, eos)) == 1

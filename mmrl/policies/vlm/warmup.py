@@ -5,6 +5,11 @@ The env's reset info provides ``solution`` (a reference completion), ``answer`` 
 the answer choices (``"answer"``: the target is only ``<answer>{drawn}</answer>``): the policy learns the output format
 but not the task, and any accuracy gained later comes from RL alone. ``"solution"`` trains on the reference itself.
 
+Multi-turn envs (``warmup.turns > 1``): the env is stepped with each turn's target and the ``solution`` of the step's
+info is the next turn's target, so the format of later turns (an answer after a zoom, the next GUI action) is taught
+too. The episode is one training sequence, or with ``model.history_images`` a row per turn holding its windowed
+context, as in RL.
+
 Example:
     >>> stats = warmup(cfg, policy, critic=None, make_env=lambda: envs.make("synthetic_vqa"), progress=Progress())
 """
@@ -41,6 +46,34 @@ def target_text(info: dict[str, Any], targets: str, rng: np.random.Generator) ->
     return target
 
 
+def episode_rows(env: gym.Env, policy: VLMPolicy, seed: int, targets: str, rng: np.random.Generator, turns: int,
+                 eos: int) -> list[tuple[list[int], list[int], list[Any]]]:  # fmt: skip
+    """``(ids, loss mask, vision)`` rows of one episode played on its targets for up to ``turns`` turns: one row, or a
+    row per turn on its windowed context when the policy keeps a history window."""
+    obs, info = env.reset(seed=seed)
+    conv = policy.conversation()
+    window = policy.history_images
+    rows: list[tuple[list[int], list[int], list[Any]]] = []
+    ids: list[int] = []
+    mask: list[int] = []
+    for turn in range(turns):
+        new_ids, _ = conv.add_user(str(obs.get("text", "")), list(obs.get("images") or ()))
+        target = target_text(info, targets, rng)
+        tgt = policy.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
+        if window is not None:
+            context, vision = conv.context(window)
+            rows.append((context + tgt, [0] * len(context) + [1] * len(tgt), vision))
+        ids += new_ids + tgt
+        mask += [0] * len(new_ids) + [1] * len(tgt)
+        conv.add_assistant(tgt)
+        if turn + 1 == turns:
+            break
+        obs, _, terminated, truncated, info = env.step(target)
+        if terminated or truncated or "solution" not in info:
+            break
+    return rows if window is not None else [(ids, mask, conv.vision)]
+
+
 def warmup(cfg: RunConfig, policy: VLMPolicy, critic: VLMCritic | None, make_env: Callable[[], gym.Env],
            progress: Any) -> dict[str, float]:  # fmt: skip
     """``cfg.warmup.steps`` supervised steps (AdamW at ``warmup.lr``, the RL gradient clip); the critic's backbone then
@@ -56,16 +89,9 @@ def warmup(cfg: RunConfig, policy: VLMPolicy, critic: VLMCritic | None, make_env
     with progress.task("warm-up", wc.steps) as advance:
         for k in range(wc.steps):
             rng = np.random.default_rng([cfg.seed, 1, k])
-            seqs, masks, vision = [], [], []
-            for _ in range(wc.batch_size):
-                obs, info = env.reset(seed=int(rng.integers(0, 2**31 - 1)))
-                target = target_text(info, wc.targets, rng)
-                conv = policy.conversation()
-                conv.add_user(obs["text"], obs.get("images") or [])
-                tgt = policy.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
-                seqs.append(conv.ids + tgt)
-                masks.append([0] * len(conv.ids) + [1] * len(tgt))
-                vision.append(conv.vision)
+            rows = [row for _ in range(wc.batch_size)
+                    for row in episode_rows(env, policy, int(rng.integers(0, 2**31 - 1)), wc.targets, rng, wc.turns, eos)]
+            seqs, masks, vision = (list(x) for x in zip(*rows))
             inputs, mask = policy.make_inputs(seqs, masks, vision)
             policy.train()
             logp, mask = policy.log_prob(inputs)[0], mask.to(policy.device)

@@ -16,5 +16,6 @@ register("miniwob", "envs.gui.miniwob:MiniWoBEnv")
 register("maniskill", "envs.sim.maniskill:ManiSkillEnv")
 register("chunked", "envs.sim.chunk:make_chunked")  # any env with a Box action, acting in chunks [H, A]: env=<id>, horizon=H
 register("zoom_vqa", "envs.vqa.zoom:ZoomVQAEnv")
+register("synthetic_video_vqa", "envs.vqa.video:SyntheticVideoVQAEnv")
 
 __all__ = ["check", "make", "names", "register"]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 IMAGE_MARKER = "<image>"  # where an image stands in an observation's text (envs emit it, the VLM's prompt codec splits on it)
+VIDEO_MARKER = "<video>"  # where a video stands in an observation's text, as IMAGE_MARKER for images
 
 
 @dataclass

@@ -14,6 +14,11 @@ names can be changed with ``prompt_key``, ``answer_key`` and ``image_key`` (as i
 - ``answer`` (str, int or finite float; not blank), alias ``solution``: the ground truth. A ``solution`` that wraps its
   answer in ``<answer>...</answer>`` (R1-V style) contributes only the wrapped text. A boolean is refused (``True``
   would be compared as the text "True": write "yes"/"no" for the data's own convention).
+- ``videos`` (list), alias ``video`` (one entry): video files or embedded bytes, as images (same paths rule), placed by
+  ``<video>`` marks; decoded at ``reset`` with PyAV (OpenCV as fallback), sampled at ``video_fps`` up to
+  ``video_max_frames`` frames (:mod:`envs.vqa.video`). The observation then has ``videos`` (frames ``[T, H, W, 3]``)
+  and ``video_fps`` (their sampled rate); a file without videos keeps the image-only observation. A video that does
+  not decode skips its row like an image.
 - ``answer_choices`` (optional list): the finite answer vocabulary, returned in ``info["answer_choices"]``.
 - any other column (``data_source``, ``image_size``, ...): passed to the reward functions as a column of the same name
   and returned in ``info`` under its name (at reset and step). The names ``success``, ``reward_parts``,
@@ -111,6 +116,7 @@ from envs.transforms import AugmentContext
 from envs.vqa import schemas
 from envs.vqa.base import Episode, VQAEnv, image_hw, reference_solution
 from envs.vqa.schemas import IMAGE_MARKER, SCHEMAS, DatasetError, EmbeddedImage, Keys, detect
+from envs.vqa.video import decode_video, video_spaces
 from mmrl.config import ConfigError, from_dict
 
 logger = logging.getLogger(__name__)
@@ -145,6 +151,8 @@ class DatasetVQAConfig:
     max_prompt_chars: int | None = 20000  # longest prompt in characters (null/0: no limit); ~100x a VQA question
     long_prompts: str = "error"  # error | truncate: a prompt over max_prompt_chars fails the load, or keeps its start
     image_size: int | list[int] | None = None  # resize images to this side or [height, width]; None keeps native sizes
+    video_fps: float | None = 2.0  # videos are sampled at this rate (None: every frame); obs["video_fps"]: the rate got
+    video_max_frames: int = 16  # at most this many frames per video (evenly over the clip)
     max_action_length: int = 1024  # action_space max length in characters (longer text is still accepted by step)
     require_tags: bool = True  # answers count only inside <answer></answer> (the prompt asks for them); a reward column
     render_mode: str | None = "rgb_array"  # rgb_array (render() returns the current first image) | null
@@ -162,6 +170,7 @@ class _Row:
     loc: str  # "line N" (JSONL, 1-based) or "row N" (Parquet or JSON array, 0-based), for error messages
     prompt: str  # the question, without the prompt suffix (an env option, added at reset); IMAGE_MARKERs placed
     images: tuple[ImageRef, ...]  # resolved file paths, embedded encoded bytes, or where those bytes lie in the file
+    videos: tuple[ImageRef, ...]  # the same for videos (VIDEO_MARKERs placed in prompt)
     answer: str
     choices: tuple[str, ...] | None
     columns: dict[str, Any]  # extra reward-function columns (extras + shadowed aliases); copied at reset
@@ -234,6 +243,7 @@ class _Table:
     prompt_samples: tuple[str, ...]
     truncated_rows: int  # prompts cut to max_prompt_chars (long_prompts: truncate)
     embedded: _EmbeddedImages  # reads the image bytes a lazy Parquet file keeps
+    has_videos: bool  # some row has a video: observations carry videos
 
 
 _TableKey = tuple[str, _Options]  # (resolved path, options)
@@ -267,7 +277,9 @@ def _load_table(path: Path, options: _Options) -> _Table:
         image_start = np.cumsum([0] + [len(r.images) for r in rows], dtype=np.int64)  # [num_rows + 1]
         image_start.flags.writeable = False
         samples = _prompt_samples([r.prompt for r in rows])
-        table = _Table(tuple(rows), image_start, samples, len(cut or ()), _EmbeddedImages(resolved, file_id))
+        has_videos = any(r.videos for r in rows)
+        embedded = _EmbeddedImages(resolved, file_id)
+        table = _Table(tuple(rows), image_start, samples, len(cut or ()), embedded, has_videos)
         _TABLES[key] = (file_id, table)
     logger.info("loaded %d VQA rows from %s", len(rows), path)
     if cut:
@@ -356,27 +368,31 @@ def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, An
         pyarrow.default_memory_pool().release_unused()
 
 
-def _image_ref(entry: Any, field_name: str, where: str, root: Path, allow_outside_root: bool) -> ImageRef:
-    """Check one image entry (path or ``{"bytes", "path"}`` struct) and resolve a path against ``root`` (confined to
-    it unless ``allow_outside_root``); embedded bytes, or their ref in a lazy Parquet file, win over the path."""
+def _image_ref(
+    entry: Any, field_name: str, where: str, root: Path, allow_outside_root: bool, what: str = "image"
+) -> ImageRef:
+    """Check one image (or video: ``what``) entry (path or ``{"bytes", "path"}`` struct) and resolve a path against
+    ``root`` (confined to it unless ``allow_outside_root``); embedded bytes, or their ref in a lazy Parquet file, win
+    over the path."""
     if isinstance(entry, dict):
         data = entry.get("bytes")
         if isinstance(data, EmbeddedImage):
             return data
         if data not in (None, b"", "") and not isinstance(data, (bytes, bytearray, memoryview)):
             kind = type(data).__name__
-            raise DatasetError(f"{where}: field '{field_name}.bytes' must be encoded image bytes (binary), got {kind}")
+            raise DatasetError(f"{where}: field '{field_name}.bytes' must be encoded {what} bytes (binary), got {kind}")
         if data:
             return bytes(data)
         entry = entry.get("path")
     if not isinstance(entry, str) or not entry:
-        raise DatasetError(f"{where}: field '{field_name}' must be an image path, got {type(entry).__name__} {entry!r}")
+        a_path = "an image path" if what == "image" else f"a {what} path"
+        raise DatasetError(f"{where}: field '{field_name}' must be {a_path}, got {type(entry).__name__} {entry!r}")
     resolved = (root / entry).resolve()  # an absolute entry replaces root; symlinks are followed
     if not allow_outside_root and not resolved.is_relative_to(root):
-        raise DatasetError(f"{where}: field '{field_name}': image path {entry!r} leads out of the data directory "
+        raise DatasetError(f"{where}: field '{field_name}': {what} path {entry!r} leads out of the data directory "
                            f"{root} (set allow_outside_root: true to allow it)")  # fmt: skip
     if not resolved.is_file():
-        raise DatasetError(f"{where}: field '{field_name}': image file not found: {resolved}")
+        raise DatasetError(f"{where}: field '{field_name}': {what} file not found: {resolved}")
     return str(resolved)  # a str is a fraction of a Path's memory, and rows can number millions
 
 
@@ -400,10 +416,13 @@ def _parse_row(
             raise DatasetError(f"{where}: field '{row.prompt_field}' has {len(prompt)} characters, more than "
                                f"max_prompt_chars={limit} (raise it, or set long_prompts: truncate)")  # fmt: skip
         prompt = prompt[:limit]
-        if prompt.count(IMAGE_MARKER) != len(row.images):  # the cut dropped placeholders: the images go first
-            prompt = prompt.replace(IMAGE_MARKER, "")
+        for marker, entries in ((IMAGE_MARKER, row.images), (schemas.VIDEO_MARKER, row.videos)):
+            if prompt.count(marker) != len(entries):  # the cut dropped placeholders: these go first
+                prompt = prompt.replace(marker, "")
         cut.append(loc)
     refs = [_image_ref(e, n, where, root, options.allow_outside_root) for e, n in zip(row.images, row.image_fields)]
+    videos = [_image_ref(e, n, where, root, options.allow_outside_root, "video")
+              for e, n in zip(row.videos, row.video_fields)]  # fmt: skip
 
     choices = row.columns.pop("answer_choices", None)
     if choices is not None:
@@ -416,7 +435,8 @@ def _parse_row(
     columns = {**row.columns, **row.reward_only}
     if choices is not None:
         columns["answer_choices"] = choices
-    return _Row(loc, prompt, tuple(refs), row.answer, None if choices is None else tuple(choices), columns, row.columns)
+    choices = None if choices is None else tuple(choices)
+    return _Row(loc, prompt, tuple(refs), tuple(videos), row.answer, choices, columns, row.columns)
 
 
 class DatasetVQAEnv(VQAEnv):
@@ -461,6 +481,11 @@ class DatasetVQAEnv(VQAEnv):
         self.rows = table.rows  # shared with every env on this file and these options: read-only
         self._embedded = table.embedded  # reads the images a lazy Parquet file keeps (shared, thread-safe)
         self.truncated_rows = table.truncated_rows  # prompts cut to max_prompt_chars at load (long_prompts: truncate)
+        self.has_videos = table.has_videos  # observations carry "videos" and "video_fps" (some row has a video)
+        if cfg.video_fps is not None and not cfg.video_fps > 0:
+            raise ConfigError(f"video_fps: must be > 0 or null (every frame), got {cfg.video_fps!r}")
+        if cfg.video_max_frames < 1:
+            raise ConfigError(f"video_max_frames: must be >= 1, got {cfg.video_max_frames}")
         super().__init__(
             cfg.rewards, cfg.render_mode, cfg.max_action_length, cfg.require_tags, cfg.augment, cfg.defer_rewards
         )
@@ -477,6 +502,7 @@ class DatasetVQAEnv(VQAEnv):
             {
                 "text": self._text_space([p + cfg.prompt_suffix for p in table.prompt_samples]),
                 "images": spaces.Sequence(self._image_space(self.image_hw)),
+                **(video_spaces(None) if self.has_videos else {}),
             }
         )
         self._np_random, self._np_random_seed = seeding.np_random(cfg.seed)
@@ -513,12 +539,12 @@ class DatasetVQAEnv(VQAEnv):
             self._position = int(seed)
         skipped: list[str] = []  # "<file>, <loc>: <reason>" of each row passed over in this reset
         if index is None:
-            index, images = self._next_good_row(skipped)
+            index, (images, videos) = self._next_good_row(skipped)
         elif not isinstance(index, (int, np.integer)) or not 0 <= index < self.num_rows:
             raise IndexError(f"reset(options={{'index': {index!r}}}): expected an integer in [0, {self.num_rows})")
         else:
             index = int(index)
-            images = self._decode_row(index)  # the caller named this row: a bad one is its error, not skipped
+            images, videos = self._decode_row(index)  # the caller named this row: a bad one is its error, not skipped
         row = self.rows[index]
         episode = Episode(
             text=row.prompt + self.config.prompt_suffix,
@@ -534,10 +560,20 @@ class DatasetVQAEnv(VQAEnv):
         obs, info = self._begin(episode, AugmentContext(draw_image=lambda: self._other_image(index, skipped)))
         # after _begin: an augmentation's other image may have skipped rows too. Reset-only keys (not in episode.info)
         info.update(bad_rows=len(self._bad_rows), skipped=skipped, truncated_rows=self.truncated_rows)
+        if self.has_videos:
+            fps = tuple(np.asarray(f, np.float64) for _, f in videos)  # 0-d: values of a Box
+            obs.update(videos=tuple(v for v, _ in videos), video_fps=fps)
         return obs, info
 
-    def _next_good_row(self, skipped: list[str]) -> tuple[int, list[np.ndarray]]:
-        """The file row at the next position of the order whose images all decode, and its images; each row passed
+    def step(self, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """:meth:`VQAEnv.step`; with videos in the file, the terminal observation has none."""
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.has_videos:
+            obs.update(videos=(), video_fps=())
+        return obs, reward, terminated, truncated, info
+
+    def _next_good_row(self, skipped: list[str]) -> tuple[int, tuple[list[np.ndarray], list[tuple[np.ndarray, float]]]]:
+        """The file row at the next position of the order whose images and videos all decode, and them; each row passed
         over is reported (see :meth:`_skip`). Every row failing is a one-line DatasetError, not an endless loop."""
         failed: set[int] = set()  # rows failed in this call: a shuffled order may cross a pass and repeat some
         while True:
@@ -560,10 +596,22 @@ class DatasetVQAEnv(VQAEnv):
         skipped.append(where)
         logger.log(level, "skipped a row whose image does not decode: %s", where)
 
-    def _decode_row(self, index: int) -> list[np.ndarray]:
-        """The images of file row ``index``, each RGB uint8 ``[H, W, 3]``; the first that fails raises DatasetError."""
+    def _decode_row(self, index: int) -> tuple[list[np.ndarray], list[tuple[np.ndarray, float]]]:
+        """The images of file row ``index``, each RGB uint8 ``[H, W, 3]``, and its videos as ``(frames [T, H, W, 3],
+        sampled fps)``; the first that fails raises DatasetError."""
         row = self.rows[index]
-        return [self._load_image(ref, row.loc, i) for i, ref in enumerate(row.images)]
+        images = [self._load_image(ref, row.loc, i) for i, ref in enumerate(row.images)]
+        return images, [self._load_video(ref, row.loc, i) for i, ref in enumerate(row.videos)]
+
+    def _load_video(self, ref: ImageRef, loc: str, i: int) -> tuple[np.ndarray, float]:
+        """Decode and sample video ``i`` of the row at ``loc`` (``video_fps``, ``video_max_frames``); any failure is a
+        one-line DatasetError."""
+        try:
+            data = self._embedded.read(ref) if isinstance(ref, EmbeddedImage) else ref
+            return decode_video(data, self.config.video_fps, self.config.video_max_frames)
+        except Exception as e:  # decode_video's ValueError, a lazy Parquet file that changed (OSError)
+            name, why = ref if isinstance(ref, str) else "(embedded bytes)", _reason(e)
+            raise DatasetError(f"{self.path}, {loc}: field 'videos[{i}]': cannot read video {name}: {why}") from None
 
     def _other_image(self, index: int, skipped: list[str]) -> np.ndarray:
         """An image of a row other than ``index``, uniform over those rows' images, decoded afresh. One that does not

@@ -18,8 +18,10 @@ Schemas (``SCHEMAS``; :func:`detect` picks one from a file's first row, the ``sc
 
 Placeholders: an ``<image>`` in the question text, or an image part of a chat content list, marks where an image
 stands; the images fill the marks in order. A question with no mark shows its images first (Qwen's order). Marks whose
-number differs from the number of images are a one-line :class:`DatasetError` naming the row. Video rows (a
-``videos`` column or a ``<video>`` mark) are refused: the env shows images only.
+number differs from the number of images are a one-line :class:`DatasetError` naming the row.
+
+Videos: every schema takes a ``videos`` column (a list; alias ``video``: one entry) of paths or ``{"bytes", "path"}``
+structs, placed by ``<video>`` marks (or video parts of a chat content list) by the same rules as images.
 
 Chat rows: the question is the last user turn (earlier turns, and the images their marks stand for, are dropped); a
 system message is not put in the prompt (the policy's own system prompt applies) but passed to the rewards and the
@@ -44,13 +46,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from mmrl.config import ConfigError
-from mmrl.types import IMAGE_MARKER
+from mmrl.types import IMAGE_MARKER, VIDEO_MARKER
 from rewards import answer_span
 
-VIDEO_MARKER = "<video>"  # refused: the env shows images only
 PROMPT_KEYS: tuple[str, ...] = ("prompt", "problem", "question")  # flat schema, first present wins
 ANSWER_KEYS: tuple[str, ...] = ("answer", "solution")  # flat and trl schemas, first present wins
 IMAGE_KEYS: tuple[str, ...] = ("images", "image")  # every schema, first present wins
+VIDEO_KEYS: tuple[str, ...] = ("videos", "video")  # every schema, first present wins
 CHAT_KEYS: tuple[str, ...] = ("messages", "conversations")  # sharegpt schema
 ROLES = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant", "system": "system"}
 
@@ -80,13 +82,15 @@ class Keys:
 class Normalised:
     """One row in mmrl's shape, before the checks that need the env's options (prompt length, image paths)."""
 
-    prompt: str  # question text, IMAGE_MARKER where each image stands (no marker: images go first)
+    prompt: str  # question text, IMAGE_MARKER / VIDEO_MARKER where each image / video stands (none: they go first)
     prompt_field: str  # the field named in errors about the prompt
     answer: str  # ground truth, not blank
     images: list[Any]  # raw image entries (path, {"bytes", "path"} struct, EmbeddedImage), in order
     image_fields: list[str]  # the field naming each entry in errors: "images[0]", "image"
     columns: dict[str, Any] = field(default_factory=dict)  # extra columns: rewards and info
     reward_only: dict[str, Any] = field(default_factory=dict)  # shadowed aliases: rewards only
+    videos: list[Any] = field(default_factory=list)  # raw video entries (path, {"bytes", "path"} struct), in order
+    video_fields: list[str] = field(default_factory=list)  # the field naming each video entry in errors
 
 
 Normaliser = Callable[[dict[str, Any], Keys, str], Normalised]
@@ -99,16 +103,19 @@ def flat(record: dict[str, Any], keys: Keys, where: str) -> Normalised:
     prompt = _text(prompt, prompt_key, where)
     answer_key, answer = _pick(record, (keys.answer,) if keys.answer else ANSWER_KEYS, where, "answer")
     image_key, entries, fields = _images(record, keys, where)
-    used = {prompt_key, answer_key, image_key}
+    video_key, videos, video_fields = _videos(record, where)
+    used = {prompt_key, answer_key, image_key, video_key}
     aliases = _aliases(keys, PROMPT_KEYS, ANSWER_KEYS) - used
     return Normalised(
-        prompt=_placed(prompt, len(entries), where),
+        prompt=_placed(_placed(prompt, len(entries), where), len(videos), where, VIDEO_MARKER),
         prompt_field=prompt_key,
         answer=_answer(answer, answer_key, where, wrapped=answer_key == "solution"),
         images=entries,
         image_fields=fields,
         columns={k: v for k, v in record.items() if k not in used | aliases},
         reward_only={k: v for k, v in record.items() if k in aliases},
+        videos=videos,
+        video_fields=video_fields,
     )
 
 
@@ -118,8 +125,11 @@ def verl(record: dict[str, Any], keys: Keys, where: str) -> Normalised:
     answer_key = keys.answer or "reward_model.ground_truth"
     answer = _dotted(record, answer_key, where)
     image_key, entries, fields = _images(record, keys, where)
-    prompt, entries, fields, system, _ = _chat(messages, prompt_key, entries, fields, where)
-    used = {prompt_key, image_key, answer_key}
+    video_key, videos, video_fields = _videos(record, where)
+    prompt, (entries, fields), (videos, video_fields), system, _ = _chat(
+        messages, prompt_key, (entries, fields), (videos, video_fields), where
+    )
+    used = {prompt_key, image_key, answer_key, video_key}
     return Normalised(
         prompt=prompt,
         prompt_field=prompt_key,
@@ -127,6 +137,8 @@ def verl(record: dict[str, Any], keys: Keys, where: str) -> Normalised:
         images=entries,
         image_fields=fields,
         columns={**{k: v for k, v in record.items() if k not in used}, **_system(system)},
+        videos=videos,
+        video_fields=video_fields,
     )
 
 
@@ -135,8 +147,11 @@ def trl(record: dict[str, Any], keys: Keys, where: str) -> Normalised:
     prompt_key, messages = _pick(record, (keys.prompt or "prompt",), where, "prompt")
     answer_key, answer = _pick(record, (keys.answer,) if keys.answer else ANSWER_KEYS, where, "answer")
     image_key, entries, fields = _images(record, keys, where)
-    prompt, entries, fields, system, _ = _chat(messages, prompt_key, entries, fields, where)
-    used = {prompt_key, answer_key, image_key}
+    video_key, videos, video_fields = _videos(record, where)
+    prompt, (entries, fields), (videos, video_fields), system, _ = _chat(
+        messages, prompt_key, (entries, fields), (videos, video_fields), where
+    )
+    used = {prompt_key, answer_key, image_key, video_key}
     aliases = _aliases(keys, (), ANSWER_KEYS) - used
     return Normalised(
         prompt=prompt,
@@ -146,6 +161,8 @@ def trl(record: dict[str, Any], keys: Keys, where: str) -> Normalised:
         image_fields=fields,
         columns={**{k: v for k, v in record.items() if k not in used | aliases}, **_system(system)},
         reward_only={k: v for k, v in record.items() if k in aliases},
+        videos=videos,
+        video_fields=video_fields,
     )
 
 
@@ -153,7 +170,10 @@ def sharegpt(record: dict[str, Any], keys: Keys, where: str) -> Normalised:
     """LLaMA-Factory's multimodal rows: ``messages``/``conversations`` with the answer as the assistant's turn."""
     prompt_key, messages = _pick(record, (keys.prompt,) if keys.prompt else CHAT_KEYS, where, "messages")
     image_key, entries, fields = _images(record, keys, where)
-    prompt, entries, fields, system, reply = _chat(messages, prompt_key, entries, fields, where)
+    video_key, videos, video_fields = _videos(record, where)
+    prompt, (entries, fields), (videos, video_fields), system, reply = _chat(
+        messages, prompt_key, (entries, fields), (videos, video_fields), where
+    )
     if keys.answer:
         answer_key, answer = _pick(record, (keys.answer,), where, "answer")
     elif reply is None:
@@ -161,7 +181,7 @@ def sharegpt(record: dict[str, Any], keys: Keys, where: str) -> Normalised:
     else:
         answer_key, answer = reply
     system = record.get("system", system)  # LLaMA-Factory's optional system column wins over a system message
-    used = {prompt_key, image_key, keys.answer, "system"}
+    used = {prompt_key, image_key, keys.answer, "system", video_key}
     return Normalised(
         prompt=prompt,
         prompt_field=prompt_key,
@@ -169,6 +189,8 @@ def sharegpt(record: dict[str, Any], keys: Keys, where: str) -> Normalised:
         images=entries,
         image_fields=fields,
         columns={**{k: v for k, v in record.items() if k not in used}, **_system(system)},
+        videos=videos,
+        video_fields=video_fields,
     )
 
 
@@ -256,13 +278,11 @@ def _dotted(record: dict[str, Any], key: str, where: str) -> Any:
 
 
 def _text(value: Any, name: str, where: str) -> str:
-    """A question string, not blank; a video mark refused."""
+    """A question string, not blank."""
     if not isinstance(value, str):
         raise DatasetError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
     if not value.strip():
         raise DatasetError(f"{where}: field '{name}' is empty")
-    if VIDEO_MARKER in value:
-        raise DatasetError(f"{where}: field '{name}' has a {VIDEO_MARKER} placeholder: video rows are not supported")
     return value
 
 
@@ -284,34 +304,47 @@ def _answer(value: Any, name: str, where: str, wrapped: bool = False) -> str:
 
 def _images(record: dict[str, Any], keys: Keys, where: str) -> tuple[str | None, list[Any], list[str]]:
     """The image column used, its entries and their field names; ``images`` must be a list, ``image`` may be one."""
-    if record.get("videos"):
-        raise DatasetError(f"{where}: field 'videos': video rows are not supported")
-    names = (keys.image,) if keys.image else IMAGE_KEYS
+    return _entries(record, (keys.image,) if keys.image else IMAGE_KEYS, "images", where)
+
+
+def _videos(record: dict[str, Any], where: str) -> tuple[str | None, list[Any], list[str]]:
+    """The video column used, its entries and their field names; ``videos`` must be a list, ``video`` may be one."""
+    return _entries(record, VIDEO_KEYS, "videos", where)
+
+
+def _entries(record: dict[str, Any], names: tuple[str, ...], listed: str, where: str) -> tuple[str | None, list, list]:
+    """The first column of ``names`` present, its entries and their field names; the ``listed`` name must be a list."""
     key = next((k for k in names if record.get(k) is not None), None)
     if key is None:
         return None, [], []
     value = record[key]
-    if key == "images" and not isinstance(value, (list, tuple)):
-        raise DatasetError(f"{where}: field 'images' must be a list of image paths, got {type(value).__name__}")
+    if key == listed and not isinstance(value, (list, tuple)):
+        raise DatasetError(f"{where}: field '{key}' must be a list of {listed[:-1]} paths, got {type(value).__name__}")
     if isinstance(value, (list, tuple)):
         return key, list(value), [f"{key}[{i}]" for i in range(len(value))]
     return key, [value], [key]
 
 
-def _placed(text: str, num_images: int, where: str) -> str:
-    """``text`` when its image marks are as many as the images (or none: images first); otherwise a one-line error."""
-    marks = text.count(IMAGE_MARKER)
+def _placed(text: str, num_images: int, where: str, marker: str = IMAGE_MARKER) -> str:
+    """``text`` when its ``marker`` marks are as many as the images (videos with :data:`VIDEO_MARKER`), or none
+    (they go first); otherwise a one-line error."""
+    marks = text.count(marker)
     if marks and marks != num_images:
-        raise DatasetError(f"{where}: the question has {marks} {IMAGE_MARKER} placeholder(s) but the row has "
-                           f"{num_images} image(s)")  # fmt: skip
+        kind = "video" if marker == VIDEO_MARKER else "image"
+        raise DatasetError(f"{where}: the question has {marks} {marker} placeholder(s) but the row has "
+                           f"{num_images} {kind}(s)")  # fmt: skip
     return text
 
 
+Entries = tuple[list[Any], list[str]]  # raw entries and the field naming each in errors
+
+
 def _chat(
-    messages: Any, name: str, entries: list[Any], fields: list[str], where: str
-) -> tuple[str, list[Any], list[str], str | None, tuple[str, str] | None]:
-    """The last user turn of chat ``messages`` as marked text, the images its marks stand for (with their field
-    names), the system message, and the assistant reply that follows the question as ``(field, text)`` (or None)."""
+    messages: Any, name: str, images: Entries, videos: Entries, where: str
+) -> tuple[str, Entries, Entries, str | None, tuple[str, str] | None]:
+    """The last user turn of chat ``messages`` as marked text, the images and the videos its marks stand for (with
+    their field names), the system message, and the assistant reply that follows the question as ``(field, text)``
+    (or None)."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise DatasetError(f"{where}: field '{name}' must be a non-empty list of chat messages")
     turns: list[tuple[str, str]] = []  # (role, text with marks), one per message
@@ -327,25 +360,24 @@ def _chat(
     question = turns[last][1]
     if not question.strip():
         raise DatasetError(f"{where}: field '{name}[{last}]' is empty")
-    marks = [text.count(IMAGE_MARKER) for _, text in turns]
-    if sum(marks):  # the images fill the marks of every turn in order: keep those of the question's turn
-        _placed(IMAGE_MARKER * sum(marks), len(entries), where)  # the same count check as a flat question's
-        before = sum(marks[:last])
-        entries, fields = entries[before : before + marks[last]], fields[before : before + marks[last]]
+    kept = []
+    for marker, (entries, fields) in ((IMAGE_MARKER, images), (VIDEO_MARKER, videos)):
+        marks = [text.count(marker) for _, text in turns]
+        if sum(marks):  # the entries fill the marks of every turn in order: keep those of the question's turn
+            _placed(marker * sum(marks), len(entries), where, marker)  # the same count check as a flat question's
+            before = sum(marks[:last])
+            entries, fields = entries[before : before + marks[last]], fields[before : before + marks[last]]
+        kept.append((entries, fields))
     system = next((text for role, text in turns if role == "system"), None)
     reply = None
     if last + 1 < len(turns) and turns[last + 1][0] == "assistant":
         reply = f"{name}[{last + 1}]", turns[last + 1][1]
-    return question, entries, fields, system, reply
+    return question, kept[0], kept[1], system, reply
 
 
 def _content(content: Any, name: str, where: str) -> str:
     """A message's content as text: a string as is; a parts list's texts joined, each image part an image mark."""
     if isinstance(content, str):
-        if VIDEO_MARKER in content:
-            raise DatasetError(
-                f"{where}: field '{name}' has a {VIDEO_MARKER} placeholder: video rows are not supported"
-            )
         return content
     if not isinstance(content, (list, tuple)):
         raise DatasetError(f"{where}: field '{name}.content' must be a string or a list of parts")
@@ -357,9 +389,10 @@ def _content(content: Any, name: str, where: str) -> str:
         elif kind == "text" and isinstance(part.get("text"), str):
             out.append(part["text"])
         elif kind == "video":
-            raise DatasetError(f"{where}: field '{name}.content[{j}]' is a video part: video rows are not supported")
+            out.append(VIDEO_MARKER)
         else:
-            raise DatasetError(f"{where}: field '{name}.content[{j}]' must be an image or text part, got {part!r:.80}")
+            raise DatasetError(f"{where}: field '{name}.content[{j}]' must be an image, video or text part, "
+                               f"got {part!r:.80}")  # fmt: skip
     return "".join(out)
 
 

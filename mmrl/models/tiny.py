@@ -71,6 +71,8 @@ PRESETS: dict[str, TinyPreset] = {
 }
 
 
+TOKENS_PER_SECOND = 2  # video M-RoPE: temporal positions per second of video, the released Qwen2.5-VL checkpoints' value
+
 def train_tokenizer(vocab_size: int, corpus: Path = CORPUS):
     """A byte-level BPE tokenizer trained on ``corpus`` with Qwen's special tokens and chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -109,7 +111,7 @@ def build_tiny_qwen2_5_vl(path: str | Path, preset: str = "default", seed: int =
     if preset not in PRESETS:
         raise KeyError(f"unknown tiny preset '{preset}' (known: {', '.join(PRESETS)})")
     path = Path(path)
-    stamp = {"builder": "mmrl.models.tiny", "preset": preset, "seed": seed}
+    stamp = {"builder": "mmrl.models.tiny", "preset": preset, "seed": seed, "tokens_per_second": TOKENS_PER_SECOND}
     stamp_file = path / "mmrl_tiny.json"
     if not overwrite and stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
         return path
@@ -137,6 +139,7 @@ def build_tiny_qwen2_5_vl(path: str | Path, preset: str = "default", seed: int =
             num_heads=p.vision_heads,
             out_hidden_size=p.hidden,
             fullatt_block_indexes=[p.vision_depth - 1],
+            tokens_per_second=TOKENS_PER_SECOND,
             window_size=112,
             patch_size=14,
             spatial_merge_size=2,

@@ -1,12 +1,14 @@
 """Multimodal chat prompts for Qwen-family VLMs without the processor class.
 
 transformers' ``Qwen2_5_VLProcessor`` needs torchvision (absent on CPU here), so mmrl does what it does by hand: render the
-chat template, process images with the image processor, and expand each ``<|image_pad|>`` to
-``grid_t * grid_h * grid_w / merge_size**2`` copies before tokenizing. With a real checkpoint on a GPU machine the ids are
-identical to ``AutoProcessor``'s.
+chat template, process images with the image processor (videos frame by frame, :mod:`mmrl.policies.vlm.video`), and
+expand each ``<|image_pad|>`` / ``<|video_pad|>`` to ``grid_t * grid_h * grid_w / merge_size**2`` copies before
+tokenizing. With a real checkpoint on a GPU machine the ids are identical to ``AutoProcessor``'s.
 
 A :class:`Conversation` builds a multi-turn episode incrementally: each user turn yields only the *new* token ids (so a
-trajectory is the concatenation of its turns) and the images it introduced, aligned with their pad runs.
+trajectory is the concatenation of its turns) and the images and videos it introduced, aligned with their pad runs: one
+list of :class:`VisionInput` and :class:`~mmrl.policies.vlm.video.VideoInput` in the order their pads stand in the text
+(the model takes the images in image-pad order and the videos in video-pad order, each from its own list).
 
 Example:
     >>> enc = PromptEncoder(tokenizer, image_processor)
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +30,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmrl.types import IMAGE_MARKER
+from mmrl.policies.vlm.video import DEFAULT_FPS, VideoInput, process_video
+from mmrl.types import IMAGE_MARKER, VIDEO_MARKER
 
 IMAGE_PAD = "<|image_pad|>"
 VIDEO_PAD = "<|video_pad|>"
+_PADS = re.compile(f"({re.escape(IMAGE_PAD)}|{re.escape(VIDEO_PAD)})")
 # Tokens the policy must never generate: pads would desynchronise images and tokens.
 VISION_SPECIAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
 
@@ -58,13 +64,16 @@ def to_pil(image: Any) -> Image.Image:
 
 
 class PromptEncoder:
-    """Tokenizer + image processor: renders chat messages and expands image pads as Qwen's processor does."""
+    """Tokenizer + image processor: renders chat messages and expands image and video pads as Qwen's processor does."""
 
     def __init__(self, tokenizer: Any, image_processor: Any) -> None:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.merge_size = int(getattr(image_processor, "merge_size", 2))
         self.image_pad_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        self.video_pad_id = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
+        self.video_min_pixels: int | None = None  # per-frame pixel range of videos (None: the image processor's)
+        self.video_max_pixels: int | None = None
         self.eos_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
 
     def process_image(self, image: Any) -> VisionInput:
@@ -72,18 +81,30 @@ class PromptEncoder:
         out = self.image_processor(images=[to_pil(image)], return_tensors="pt")
         return VisionInput(pixel_values=out["pixel_values"], grid_thw=out["image_grid_thw"][0].long())
 
-    def num_image_tokens(self, vision: VisionInput) -> int:
-        """``grid_t * grid_h * grid_w / merge_size**2``: the pad tokens one image expands to."""
+    def process_video(self, frames: Any, fps: float = DEFAULT_FPS) -> VideoInput:
+        """Pad to an even frame count, resize, normalise and patchify one video (``[T, H, W, 3]`` at ``fps``)."""
+        return process_video(self.image_processor, frames, fps, self.video_min_pixels, self.video_max_pixels)
+
+    def num_image_tokens(self, vision: VisionInput | VideoInput) -> int:
+        """``grid_t * grid_h * grid_w / merge_size**2``: the pad tokens one image (or video) expands to."""
         return vision.num_tokens // self.merge_size**2
 
-    def expand_image_pads(self, text: str, vision: list[VisionInput]) -> str:
-        """Replace the i-th ``<|image_pad|>`` in ``text`` with ``num_image_tokens(vision[i])`` pads."""
-        parts = text.split(IMAGE_PAD)
-        if len(parts) - 1 != len(vision):
-            raise ValueError(f"prompt has {len(parts) - 1} image placeholders but {len(vision)} images were given")
+    def expand_image_pads(self, text: str, vision: list[VisionInput | VideoInput]) -> str:
+        """Replace the i-th pad of ``text`` (``<|image_pad|>`` or ``<|video_pad|>``, in text order) with
+        ``num_image_tokens(vision[i])`` copies; ``vision[i]`` must be an image at an image pad, a video at a video
+        pad."""
+        parts = _PADS.split(text)  # text, pad, text, pad, ..., text
+        pads = parts[1::2]
+        if len(pads) != len(vision):
+            n_img, n_vid = pads.count(IMAGE_PAD), pads.count(VIDEO_PAD)
+            raise ValueError(f"prompt has {n_img} image and {n_vid} video placeholders but {len(vision)} images and "
+                             f"videos were given")  # fmt: skip
         out = [parts[0]]
-        for v, part in zip(vision, parts[1:]):
-            out.append(IMAGE_PAD * self.num_image_tokens(v))
+        for pad, v, part in zip(pads, vision, parts[2::2]):
+            if (pad == VIDEO_PAD) != isinstance(v, VideoInput):
+                kind = "a video" if isinstance(v, VideoInput) else "an image"
+                raise ValueError(f"prompt has {pad} where {kind} was given: images and videos are out of order")
+            out.append(pad * self.num_image_tokens(v))
             out.append(part)
         return "".join(out)
 
@@ -93,8 +114,8 @@ class PromptEncoder:
             messages, tokenize=False, add_generation_prompt=add_generation_prompt
         )
 
-    def encode(self, text: str, vision: list[VisionInput]) -> list[int]:
-        """Token ids of ``text`` after image-pad expansion (no special tokens added)."""
+    def encode(self, text: str, vision: list[VisionInput | VideoInput]) -> list[int]:
+        """Token ids of ``text`` after image- and video-pad expansion (no special tokens added)."""
         return self.tokenizer(self.expand_image_pads(text, vision), add_special_tokens=False)["input_ids"]
 
     def decode(self, ids: list[int]) -> str:
@@ -102,19 +123,24 @@ class PromptEncoder:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
-
-
-def user_message(text: str, num_images: int) -> dict[str, Any]:
+def user_message(text: str, num_images: int, num_videos: int = 0) -> dict[str, Any]:
     """A user message: each image where an :data:`IMAGE_MARKER` stands in ``text`` when there are exactly
     ``num_images`` of them, otherwise the ``num_images`` image slots before the whole text (Qwen's order; a text
-    whose markers do not match is kept as is). Empty text pieces (markers side by side or at an end) are left out."""
-    pieces = text.split(IMAGE_MARKER)
-    if num_images == 0 or len(pieces) - 1 != num_images:
-        return {"role": "user", "content": [{"type": "image"}] * num_images + [{"type": "text", "text": text}]}
-    content: list[dict[str, Any]] = [{"type": "text", "text": pieces[0]}] if pieces[0] else []
-    for piece in pieces[1:]:
-        content.append({"type": "image"})
-        if piece:
+    whose markers do not match is kept as is). Videos likewise, by :data:`VIDEO_MARKER`; slots not placed by markers
+    come first, videos before images. Empty text pieces (markers side by side or at an end) are left out."""
+    counts = (("image", IMAGE_MARKER, num_images), ("video", VIDEO_MARKER, num_videos))
+    placed = {kind for kind, marker, n in counts if n and text.count(marker) == n}  # kinds that stand at their markers
+    content: list[dict[str, Any]] = [{"type": "video"}] * (num_videos * ("video" not in placed))
+    content += [{"type": "image"}] * (num_images * ("image" not in placed))
+    if not placed:
+        return {"role": "user", "content": content + [{"type": "text", "text": text}]}
+    marker_kind = {IMAGE_MARKER: "image", VIDEO_MARKER: "video"}
+    split = "(" + "|".join(re.escape(m) for m, kind in marker_kind.items() if kind in placed) + ")"
+    for piece in re.split(split, text):  # text, marker, text, ...: a marker of a kind not placed stays in the text
+        kind = marker_kind.get(piece)
+        if kind in placed:
+            content.append({"type": kind})
+        elif piece:
             content.append({"type": "text", "text": piece})
     return {"role": "user", "content": content}
 
@@ -130,7 +156,7 @@ class Segment:
     index: int  # position of the message in Conversation.messages
     start: int  # length of Conversation.consumed before this message (its template text begins there)
     ids: list[int]  # the message's tokens as first added (images expanded; a response's ids as generated)
-    vision: list[VisionInput]  # its processed images, in pad order ([] for responses)
+    vision: list[VisionInput | VideoInput]  # its processed images and videos, in pad order ([] for responses)
     variants: dict[int, list[int]] = field(default_factory=dict)  # d images dropped -> the message's tokens
 
 
@@ -141,12 +167,12 @@ class Conversation:
     The rendered template of all messages so far must extend the text consumed so far; templates that rewrite history
     (e.g. drop earlier reasoning) are rejected with a clear error rather than silently misaligned.
 
-    A history window (:meth:`context` with ``window=k``) keeps the last ``k`` images of the episode and replaces older
-    ones by :data:`HISTORY_PLACEHOLDER`: each message's windowed form is rendered and tokenized once, the first time an
-    image of it leaves the window, and its kept images are the ones processed when the message arrived (an image is
-    processed once per episode, whatever the window). The chat template must render each message independently of the
-    others' content (Qwen's does); the tokens of a windowed context then equal those of the windowed messages rendered
-    from scratch (``tests/policies/test_multiturn.py``).
+    A history window (:meth:`context` with ``window=k``) keeps the last ``k`` images of the episode (a video counts as
+    one) and replaces older ones by :data:`HISTORY_PLACEHOLDER`: each message's windowed form is rendered and tokenized
+    once, the first time an image of it leaves the window, and its kept images are the ones processed when the message
+    arrived (an image or video is processed once per episode, whatever the window). The chat template must render each
+    message independently of the others' content (Qwen's does); the tokens of a windowed context then equal those of
+    the windowed messages rendered from scratch (``tests/policies/test_multiturn.py``).
     """
 
     encoder: PromptEncoder
@@ -154,7 +180,7 @@ class Conversation:
     messages: list[dict[str, Any]] = field(default_factory=list)
     consumed: str = ""  # template text already turned into ids
     ids: list[int] = field(default_factory=list)  # all ids so far
-    vision: list[VisionInput] = field(default_factory=list)  # all images so far, in pad order
+    vision: list[VisionInput | VideoInput] = field(default_factory=list)  # all images and videos so far, in pad order
     segments: list[Segment] = field(default_factory=list)  # the messages after the system prompt, as tokens
 
     def __post_init__(self) -> None:
@@ -169,10 +195,23 @@ class Conversation:
         twin.segments = [dataclasses.replace(s, variants=dict(s.variants)) for s in self.segments]
         return twin
 
-    def add_user(self, text: str, images: list[Any]) -> tuple[list[int], list[VisionInput]]:
-        """Append a user turn; return ``(new_ids, new_vision)`` ending with the assistant generation prompt."""
-        new_vision = [self.encoder.process_image(img) for img in images]
-        self.messages.append(user_message(text, len(images)))
+    def add_user(
+        self, text: str, images: Sequence[Any], videos: Sequence[Any] = (), video_fps: Sequence[float] = ()
+    ) -> tuple[list[int], list[VisionInput | VideoInput]]:
+        """Append a user turn; return ``(new_ids, new_vision)`` ending with the assistant generation prompt.
+
+        ``videos`` are frame arrays ``[T, H, W, 3]``, ``video_fps[i]`` the rate video ``i``'s frames were sampled at
+        (:data:`~mmrl.policies.vlm.video.DEFAULT_FPS` where absent); each is processed once, here."""
+        message = user_message(text, len(images), len(videos))
+        fps = [float(f) for f in video_fps] + [DEFAULT_FPS] * (len(videos) - len(video_fps))
+        pending = {"image": iter(images), "video": iter(zip(videos, fps))}
+        new_vision: list[VisionInput | VideoInput] = []
+        for part in message["content"]:  # processed in slot order: the order of the pads in the text
+            if part["type"] == "image":
+                new_vision.append(self.encoder.process_image(next(pending["image"])))
+            elif part["type"] == "video":
+                new_vision.append(self.encoder.process_video(*next(pending["video"])))
+        self.messages.append(message)
         full = self.encoder.render(self.messages, add_generation_prompt=True)
         if not full.startswith(self.consumed):
             raise ValueError("the chat template rewrites earlier turns; multi-turn prompts cannot be built incrementally")
@@ -196,13 +235,13 @@ class Conversation:
         self.consumed += text
         self.ids += list(response_ids)
 
-    def context(self, window: int | None = None) -> tuple[list[int], list[VisionInput]]:
+    def context(self, window: int | None = None) -> tuple[list[int], list[VisionInput | VideoInput]]:
         """The prompt so far, ``(ids, vision)``: all of it (``window`` None), or with only the last ``window`` images
         kept, older ones replaced by :data:`HISTORY_PLACEHOLDER` (the newest message's images always stay)."""
         if window is None or len(self.vision) <= window:
             return list(self.ids), list(self.vision)
         ids: list[int] = []
-        vision: list[VisionInput] = []
+        vision: list[VisionInput | VideoInput] = []
         keep = window
         dropped: list[int] = []  # images dropped from each segment, newest first
         for seg in reversed(self.segments):
@@ -220,7 +259,7 @@ class Conversation:
         if d not in seg.variants:
             message = self.messages[seg.index]
             parts = list(message["content"])
-            image_slots = [i for i, p in enumerate(parts) if p.get("type") == "image"]
+            image_slots = [i for i, p in enumerate(parts) if p.get("type") in ("image", "video")]
             for i in image_slots[:d]:
                 parts[i] = {"type": "text", "text": HISTORY_PLACEHOLDER}
             # rendered as add_user rendered it: with the assistant generation prompt that followed the message

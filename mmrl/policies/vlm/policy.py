@@ -10,9 +10,10 @@ drawn: a trained tiny model put 87% of its mass there, its ratios and in-reward 
 than the one sampled, and its samples turned to noise.
 
 The family's contract (:mod:`mmrl.policies.base`): :meth:`VLMPolicy.act` takes the pool's observation dicts (``text``,
-``images``) and returns the model's text as the env action, with a :class:`TurnRecord` of the turn's tokens as the
-record and the :class:`~mmrl.policies.vlm.chat.Conversation` so far as the state; :meth:`VLMPolicy.collate` concatenates
-the turns of each trajectory into one token sequence, trained on the generated tokens only.
+``images``, optional ``videos`` with ``video_fps``: :mod:`mmrl.policies.vlm.video`) and returns the model's text as the
+env action, with a :class:`TurnRecord` of the turn's tokens as the record and the
+:class:`~mmrl.policies.vlm.chat.Conversation` so far as the state; :meth:`VLMPolicy.collate` concatenates the turns of
+each trajectory into one token sequence, trained on the generated tokens only.
 
 Example:
     >>> policy = load_policy("runs/tiny-qwen2_5_vl")
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 
 from mmrl.policies.base import Action, SamplingParams
 from mmrl.policies.vlm.chat import VISION_SPECIAL_TOKENS, Conversation, PromptEncoder, VisionInput
+from mmrl.policies.vlm.video import VideoInput
 from mmrl.types import Batch, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ class TurnRecord:
 
     prompt_ids: list[int]  # tokens appended before generation this turn (chat template + observation), [P]
     images: list[Any]  # images introduced this turn, aligned with the image-pad runs in prompt_ids
-    vision: list[VisionInput]  # those images processed (pixel patches and grids), reused by the learner
+    vision: list[VisionInput | VideoInput]  # those images and the turn's videos processed, in pad order (learner reuses)
     response_ids: list[int]  # generated tokens, [R]
     response_logprobs: list[float]  # behaviour log-probs of response_ids, [R]
     full_context: bool = False  # prompt_ids/vision are the whole (windowed) context the turn was sampled on, not only what it added
@@ -89,12 +91,19 @@ def response_length(trajectory: Trajectory) -> int:
 
 
 def observation_key(obs: dict[str, Any]) -> bytes:
-    """A digest of an observation's text and every image's pixels: equal keys, equal prompts."""
+    """A digest of an observation's text, every image's pixels and every video's frames and rate: equal keys, equal
+    prompts."""
     h = hashlib.sha1(str(obs.get("text", "")).encode())
     for image in obs.get("images") or ():
         array = np.ascontiguousarray(np.asarray(image))
         h.update(repr(array.shape).encode())
         h.update(array.tobytes())
+    if obs.get("videos"):  # (an image-only observation keeps its old key)
+        h.update(repr([float(f) for f in obs.get("video_fps") or ()]).encode())
+        for frames in obs["videos"]:
+            array = np.ascontiguousarray(np.asarray(frames))
+            h.update(b"video" + repr(array.shape).encode())
+            h.update(array.tobytes())
     return h.digest()
 
 
@@ -146,21 +155,35 @@ class VLMPolicy:
         return logits.index_fill(-1, index, SUPPRESSED_LOGIT)
 
     # ---------------------------------------------------------------------------------------------------------- inputs
-    def _vision_kwargs(self, vision: list[list[VisionInput]], ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The images of a batch concatenated in pad order (the model consumes them row by row), and the token types.
+    def _vision_kwargs(
+        self, vision: list[list[VisionInput | VideoInput]], ids: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The images and the videos of a batch, each concatenated in pad order (the model consumes them row by row),
+        and the token types.
 
-        ``mm_token_type_ids`` (1 on image pads, 0 on text) is what Qwen's processor returns and what the model needs to
-        give image tokens their 2-D multimodal RoPE positions; without it every token gets a 1-D text position.
+        ``mm_token_type_ids`` (1 on image pads, 2 on video pads, 0 on text) is what Qwen's processor returns and what
+        the model needs to give vision tokens their multimodal RoPE positions; without it every token gets a 1-D text
+        position. ``second_per_grid_ts`` (one per video) spaces a video's temporal patches in time.
         """
         flat = [v for row in vision for v in row]
         if not flat:
             return {}
         dtype = next(self.model.parameters()).dtype
-        return {
-            "pixel_values": torch.cat([v.pixel_values for v in flat]).to(self.device, dtype),  # [sum patches, D]
-            "image_grid_thw": torch.stack([v.grid_thw for v in flat]).to(self.device),  # [n_images, 3]
-            "mm_token_type_ids": (ids == self.encoder.image_pad_id).int(),  # [B, T]
-        }
+        images = [v for v in flat if not isinstance(v, VideoInput)]
+        videos = [v for v in flat if isinstance(v, VideoInput)]
+        out: dict[str, torch.Tensor] = {}
+        if images:
+            out["pixel_values"] = torch.cat([v.pixel_values for v in images]).to(self.device, dtype)  # [sum patches, D]
+            out["image_grid_thw"] = torch.stack([v.grid_thw for v in images]).to(self.device)  # [n_images, 3]
+        if videos:
+            out["pixel_values_videos"] = torch.cat([v.pixel_values for v in videos]).to(self.device, dtype)  # [sum, D]
+            out["video_grid_thw"] = torch.stack([v.grid_thw for v in videos]).to(self.device)  # [n_videos, 3]
+            out["second_per_grid_ts"] = torch.tensor([v.second_per_grid_t for v in videos], device=self.device)  # [n]
+        token_types = (ids == self.encoder.image_pad_id).int()  # [B, T]
+        if videos:
+            token_types = token_types + 2 * (ids == self.encoder.video_pad_id).int()  # [B, T]
+        out["mm_token_type_ids"] = token_types
+        return out
 
     def _pad(self, seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad id lists to ``[B, T]`` ids and attention mask, on the left (generation) or right (training)."""
@@ -176,8 +199,8 @@ class VLMPolicy:
     # -------------------------------------------------------------------------------------------------------- sampling
     def act(self, observations: Sequence[dict[str, Any]], params: SamplingParams,
             states: Sequence[Conversation | None] | None = None) -> list[Action]:  # fmt: skip
-        """Answer each observation (``{"text", "images"}``) in one ``generate`` call; ``states[i]`` is episode i's
-        conversation so far (None at its first turn).
+        """Answer each observation (``{"text", "images"}``, optionally ``videos`` and ``video_fps``) in one ``generate``
+        call; ``states[i]`` is episode i's conversation so far (None at its first turn).
 
         Each turn's new text and images are encoded once (:class:`~mmrl.policies.vlm.chat.Conversation`); first turns
         with identical observations in one call (a GRPO group: same seed) are encoded once, then forked. With
@@ -197,7 +220,8 @@ class VLMPolicy:
                 ids, vision = list(conv.ids), list(conv.vision)
             else:
                 conv = self.conversation() if conv is None else conv
-                ids, vision = conv.add_user(str(obs.get("text", "")), images)
+                videos, fps = list(obs.get("videos") or ()), list(obs.get("video_fps") or ())
+                ids, vision = conv.add_user(str(obs.get("text", "")), images, videos, fps)
                 if key is not None:
                     first[key] = conv.fork()
             if self.history_images is not None:

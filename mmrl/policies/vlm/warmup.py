@@ -57,7 +57,8 @@ def episode_rows(env: gym.Env, policy: VLMPolicy, seed: int, targets: str, rng: 
     ids: list[int] = []
     mask: list[int] = []
     for turn in range(turns):
-        new_ids, _ = conv.add_user(str(obs.get("text", "")), list(obs.get("images") or ()))
+        new_ids, _ = conv.add_user(str(obs.get("text", "")), list(obs.get("images") or ()),
+                                   list(obs.get("videos") or ()), list(obs.get("video_fps") or ()))  # fmt: skip
         target = target_text(info, targets, rng)
         tgt = policy.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
         if window is not None:

@@ -56,10 +56,12 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALL
 
 # ------------------------------------------------------------------------------------------------------------- shared
 def run_config(model_dir: str, out_dir: str, steps: int):
-    """The quickstart config with the benchmark's overrides: one thread, no warm-up, eval or checkpoints."""
+    """The quickstart config with the benchmark's overrides: one thread, no warm-up, eval or checkpoints, and the
+    64-completion step (8 prompts x 8, constant learning rate) the published figures were measured on."""
     from mmrl.config import load_config
 
     return load_config(CONFIG, [f"model.path={model_dir}", "model.build_tiny=false", "threads=1", "warmup.steps=0",
+                                "algo.prompts_per_step=8", "algo.lr_decay=false",
                                 "train.eval_every=0", "train.save_every=0", f"train.steps={steps}",
                                 f"train.output_dir={out_dir}", "name=bench_mmrl"])  # fmt: skip
 

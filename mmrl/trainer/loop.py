@@ -105,6 +105,9 @@ def check_algo(cfg: RunConfig, family: base.Family) -> None:
     if cfg.rollout.horizon > 0 and a.advantage not in advantages.CRITIC:
         raise ConfigError(f"rollout.horizon: fixed-horizon rollouts cut episodes and have no prompt groups; "
                           f"'{a.advantage}' needs whole episodes (set rollout.horizon=0) or use gae with a critic")  # fmt: skip
+    if cfg.rollout.horizon > 0 and cfg.model.max_context_tokens is not None and family.tokens:
+        raise ConfigError("model.max_context_tokens: fixed-horizon rollouts (rollout.horizon) cannot end an episode "
+                          "early; use whole episodes (rollout.horizon=0)")  # fmt: skip
     if cfg.rollout.horizon > 0 and (a.dynamic_sampling or a.replay_capacity):
         raise ConfigError("rollout.horizon: fixed-horizon rollouts have no prompt groups to resample or replay")
 

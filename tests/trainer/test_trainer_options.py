@@ -34,6 +34,7 @@ def fake(rewards, group_ids, lengths=None):
 @pytest.mark.parametrize("override, message", [
     ("model.history_images=1 algo.replay_capacity=8", "model.history_images: with a history window"),
     ("model.history_images=1 algo.vppo_top_frac=0.2", "model.history_images: with a history window"),
+    ("model.max_context_tokens=512 rollout.horizon=8 algo.advantage=gae", "model.max_context_tokens: fixed-horizon"),
     ("algo.advantage=nope", "unknown"),
     ("algo.kl_in_reward=true algo.kl_coef=0.1", "algo.kl_in_reward: 'grpo' has one reward per sequence"),
     ("algo.kl_in_reward=true algo.advantage=reinforce_pp", "algo.kl_in_reward: set algo.kl_coef > 0"),

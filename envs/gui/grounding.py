@@ -68,7 +68,7 @@ from envs.gui.screens import (
     instruction,
 )
 from envs.gui.screens import LEVELS as SCREEN_LEVELS
-from envs.vqa.base import Episode, VQAEnv, _copy, image_hw
+from envs.vqa.base import Episode, VQAEnv, image_hw
 from envs.vqa.dataset import DatasetError, _read_records, _reason
 from mmrl.config import ConfigError, from_dict
 
@@ -230,6 +230,8 @@ def screen_split(screen: Screen, height: int, width: int) -> str:
 
 class GuiGroundingEnv(VQAEnv):
     """Single-turn GUI grounding on synthetic screens or ScreenSpot-format files. See the module docstring."""
+
+    success_reward = "hit"  # success: the click (or the box's centre) lands in the target
 
     def __init__(self, config: GuiGroundingConfig | None = None, **kwargs: Any) -> None:
         if config is not None and kwargs:
@@ -394,32 +396,6 @@ class GuiGroundingEnv(VQAEnv):
             grounding = GroundingRow(row.instruction, box, row.data_type, row.platform, row.loc)  # type: ignore[arg-type]
             return image, grounding, {"row_index": index, "bad_rows": len(self._bad_rows)}
         raise DatasetError(f"{self.config.path}: no row's image decodes ({n} tried)")
-
-    def step(self, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        """Score ``action`` and end the episode, as :meth:`VQAEnv.step`, with success = the ``hit`` reward's verdict."""
-        if self._episode is None or self._done:
-            return super().step(action)  # raises ResetNeeded
-        if isinstance(action, bytes):
-            action = action.decode("utf-8", errors="replace")
-        if not isinstance(action, str):
-            raise TypeError(f"{type(self).__name__}.step() takes the model's text (str), got {type(action).__name__}")
-        ep = self._episode
-        columns = {"answer": [ep.answer], "require_tags": [self.require_tags], "question": [ep.text],
-                   "images": [list(ep.images)], **{k: [v] for k, v in ep.columns.items()}}  # fmt: skip
-        self._done = True
-        span = rewards.answer_span(action)
-        info = {
-            "answer": ep.answer,
-            "parsed_answer": span.strip() if span is not None else None,
-            "success": rewards.get("hit")([action], **columns)[0] >= 1.0,
-            **_copy(ep.info),
-        }
-        if self.defer_rewards:
-            info["reward_columns"] = {k: v[0] for k, v in columns.items()}
-            return {"text": "", "images": ()}, 0.0, True, False, info
-        total, parts = self._reward_fn([action], **columns)
-        info["reward_parts"] = {name: float(values[0]) for name, values in parts.items()}
-        return {"text": "", "images": ()}, float(total[0]), True, False, info
 
 
 def _all_targets() -> list[tuple[str, str]]:

@@ -130,6 +130,7 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
+    success_reward = "accuracy"  # the reward whose full score is info["success"] (a grounding env: "hit")
 
     def __init__(
         self,
@@ -233,8 +234,8 @@ class VQAEnv(gym.Env[dict[str, Any], str]):
         info = {
             "answer": ep.answer,
             "parsed_answer": span.strip() if span is not None else None,
-            # success is the accuracy reward's verdict: one definition of "correct" across envs and rewards
-            "success": rewards.get("accuracy")([action], **columns)[0] >= 1.0,
+            # success is the verdict of one reward (accuracy unless a subclass says): one definition of "correct"
+            "success": rewards.get(self.success_reward)([action], **columns)[0] >= 1.0,
             **_copy(ep.info),
         }
         if self.defer_rewards:

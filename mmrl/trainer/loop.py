@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmrl.algos import advantages, filters, kl, losses
+from mmrl.algos import advantages, estimate, filters, kl, losses
 from mmrl.algos.learner import Learner
 from mmrl.config import ConfigError, RunConfig, to_dict, validate
 from mmrl.policies import base
@@ -72,13 +72,13 @@ def zero_std_fraction(rewards: torch.Tensor, group_ids: torch.Tensor) -> float:
 def check_algo(cfg: RunConfig, family: base.Family) -> None:
     """Reject options the trainer cannot honour, with a one-line error naming the key."""
     a = cfg.algo
-    if a.advantage not in advantages.ESTIMATE:
+    if a.advantage not in estimate.ESTIMATE:
         family_name = advantages.FAMILY.get(a.advantage)
         if family_name is None:
             raise ConfigError(f"algo.advantage: unknown estimator '{a.advantage}' "
-                              f"(known: {', '.join(sorted(advantages.ESTIMATE))})")  # fmt: skip
+                              f"(known: {', '.join(sorted(estimate.ESTIMATE))})")  # fmt: skip
         raise ConfigError(f"algo.advantage: '{a.advantage}' is a {family_name}-level estimator; the trainer takes "
-                          f"{', '.join(sorted(advantages.ESTIMATE))}")  # fmt: skip
+                          f"{', '.join(sorted(estimate.ESTIMATE))}")  # fmt: skip
     if cfg.model.history_images is not None and (a.replay_capacity or a.vppo_top_frac > 0):
         raise ConfigError("model.history_images: with a history window each turn is its own row; selective replay "
                           "(algo.replay_capacity) and VPPO (algo.vppo_top_frac) work on whole episodes")  # fmt: skip
@@ -86,7 +86,7 @@ def check_algo(cfg: RunConfig, family: base.Family) -> None:
         losses.get(a.loss)
     except KeyError as e:
         raise ConfigError(f"algo.loss: {e.args[0]}") from None
-    per_position = a.advantage in advantages.PER_POSITION_REWARDS
+    per_position = a.advantage in estimate.PER_POSITION_REWARDS
     if a.kl_in_reward and not per_position:
         raise ConfigError(f"algo.kl_in_reward: '{a.advantage}' has one reward per sequence; in-reward KL needs a "
                           "token-level estimator (reinforce_pp, reinforce_pp_baseline, gae)")  # fmt: skip
@@ -98,11 +98,11 @@ def check_algo(cfg: RunConfig, family: base.Family) -> None:
         raise ConfigError("algo.tis_cap: the HF rollout engine is the trainer itself (no mismatch to correct)")
     if a.vppo_top_frac > 0 and family.token_weights is None:
         raise ConfigError(f"algo.vppo_top_frac: policy family '{cfg.policy.kind}' has no visual-dependency weights")
-    if a.advantage in advantages.CRITIC and family.critic is None:
+    if a.advantage in estimate.CRITIC and family.critic is None:
         raise ConfigError(f"algo.advantage: gae needs a critic; policy family '{cfg.policy.kind}' has none")
     if cfg.warmup.steps > 0 and family.warmup is None:
         raise ConfigError(f"warmup.steps: policy family '{cfg.policy.kind}' has no supervised warm-up")
-    if cfg.rollout.horizon > 0 and a.advantage not in advantages.CRITIC:
+    if cfg.rollout.horizon > 0 and a.advantage not in estimate.CRITIC:
         raise ConfigError(f"rollout.horizon: fixed-horizon rollouts cut episodes and have no prompt groups; "
                           f"'{a.advantage}' needs whole episodes (set rollout.horizon=0) or use gae with a critic")  # fmt: skip
     if cfg.rollout.horizon > 0 and cfg.model.max_context_tokens is not None and family.tokens:
@@ -151,7 +151,7 @@ class Trainer:
             self.ref_policy.train(False)
             for p in self.ref_policy.parameters():
                 p.requires_grad_(False)
-        self.critic = self.family.critic(cfg, self.policy) if cfg.algo.advantage in advantages.CRITIC else None
+        self.critic = self.family.critic(cfg, self.policy) if cfg.algo.advantage in estimate.CRITIC else None
         self.collector = Collector(self.policy, self.pool, cfg.env.max_turns)
         self.eval_collector: Collector | None = None  # built at the first evaluation
         self.learner = Learner(self.policy, cfg.algo, critic=self.critic)
@@ -276,16 +276,16 @@ class Trainer:
         if self.critic is not None and bool(batch.bootstrap_mask.any()):
             with torch.no_grad():  # V(final observation) where the return goes on past the row
                 bootstrap = self.critic.final_value(batch).cpu() * batch.bootstrap_mask
-        inputs = advantages.AdvantageInputs(
+        inputs = estimate.AdvantageInputs(
             rewards=batch.rewards, step_rewards=batch.step_rewards, mask=batch.mask, group_ids=batch.group_ids,
             values=batch.old_values, bootstrap=bootstrap, kl=kl_tok, kl_coef=coef, gamma=a.gamma, lam=a.lam,
             eps=a.adv_eps, steps=batch.step_ids, anchors=batch.anchor_keys,
         )  # fmt: skip
         if batch.episode_ids is None:
-            batch.advantages, batch.returns = advantages.ESTIMATE[a.advantage](inputs)
+            batch.advantages, batch.returns = estimate.ESTIMATE[a.advantage](inputs)
             return stats
-        packed, unpack = advantages.pack_episodes(inputs, batch.episode_ids)  # turns as rows: estimate per episode
-        adv, returns = advantages.ESTIMATE[a.advantage](packed)
+        packed, unpack = estimate.pack_episodes(inputs, batch.episode_ids)  # turns as rows: estimate per episode
+        adv, returns = estimate.ESTIMATE[a.advantage](packed)
         batch.advantages, batch.returns = unpack(adv), None if returns is None else unpack(returns)
         return stats
 

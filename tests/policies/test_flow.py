@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch.distributions import Normal
 
-from mmrl.algos import advantages
+from mmrl.algos import estimate
 from mmrl.config import ConfigError, load_config
 from mmrl.policies import base
 from mmrl.policies.base import SamplingParams
@@ -268,7 +268,7 @@ def test_gae_on_the_collated_layout_runs_over_env_steps():
         final = critic.final_value(batch) * batch.bootstrap_mask
         inputs = [policy.model.encoder.inputs([s.observation for s in t.steps]) for t in trajs]
         v_steps = [critic.head(critic.encoder(x)).squeeze(-1) for x in inputs]  # V(s_t) of each row's steps
-    adv, _ = advantages.ESTIMATE["gae"](advantages.AdvantageInputs(
+    adv, _ = estimate.ESTIMATE["gae"](estimate.AdvantageInputs(
         rewards=batch.rewards, step_rewards=batch.step_rewards, mask=batch.mask, group_ids=batch.group_ids,
         values=values, bootstrap=final, gamma=gamma, lam=lam))  # fmt: skip
     view_adv = policy.learner_view(Batch(**{**batch.__dict__, "advantages": adv})).advantages  # [9, 4]

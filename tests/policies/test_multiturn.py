@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmrl.algos import advantages
+from mmrl.algos import advantages, estimate
 from mmrl.config import load_config
 from mmrl.policies.base import SamplingParams
 from mmrl.policies.vlm.chat import HISTORY_PLACEHOLDER, IMAGE_PAD
@@ -187,14 +187,14 @@ def test_turn_rows_get_their_episodes_advantages(policy):
     returns[0, 0] -= 1.0  # make the groups unequal: rewrite one episode's last reward by hand
     trajs[0].steps[-1].reward -= 1.0
     batch = policy.collate(trajs)
-    x = advantages.AdvantageInputs(batch.rewards, batch.step_rewards, batch.mask, batch.group_ids,
+    x = estimate.AdvantageInputs(batch.rewards, batch.step_rewards, batch.mask, batch.group_ids,
                                    steps=batch.step_ids, anchors=batch.anchor_keys)  # fmt: skip
-    packed, unpack = advantages.pack_episodes(x, batch.episode_ids)
-    adv = unpack(advantages.ESTIMATE["grpo"](packed)[0])  # [rows]
+    packed, unpack = estimate.pack_episodes(x, batch.episode_ids)
+    adv = unpack(estimate.ESTIMATE["grpo"](packed)[0])  # [rows]
     expected = (returns - returns.mean(1, keepdims=True)) / (returns.std(1, ddof=1, keepdims=True) + 1e-6)
     assert torch.allclose(adv, torch.tensor(np.repeat(expected.reshape(-1), 3), dtype=adv.dtype), atol=1e-5)
     # reinforce_pp (gamma 1): each token's return-to-go is the rewards of its own and later turns of the episode
-    adv_tok = unpack(advantages.ESTIMATE["reinforce_pp"](packed)[0])  # [rows, L]
+    adv_tok = unpack(estimate.ESTIMATE["reinforce_pp"](packed)[0])  # [rows, L]
     togo = [r for t in trajs for r in np.cumsum([s.reward for s in t.steps][::-1])[::-1]]
     raw = torch.cat([torch.full((len(s.record.response_ids),), float(g))
                      for g, s in zip(togo, [s for t in trajs for s in t.steps])])  # fmt: skip
@@ -209,11 +209,11 @@ def test_gigpo_on_turns_matches_the_estimator_called_on_flat_steps(policy):
         policy.history_images = window
         trajs, _ = play(policy, [6, 6], group_size=2)  # two groups of one seed: turn-0 anchors repeat
         batch = policy.collate(trajs)
-        x = advantages.AdvantageInputs(batch.rewards, batch.step_rewards, batch.mask, batch.group_ids,
+        x = estimate.AdvantageInputs(batch.rewards, batch.step_rewards, batch.mask, batch.group_ids,
                                        steps=batch.step_ids, anchors=batch.anchor_keys)  # fmt: skip
         if batch.episode_ids is not None:
-            x, unpack = advantages.pack_episodes(x, batch.episode_ids)
-        adv = advantages.ESTIMATE["gigpo"](x)[0]
+            x, unpack = estimate.pack_episodes(x, batch.episode_ids)
+        adv = estimate.ESTIMATE["gigpo"](x)[0]
         if batch.episode_ids is not None:
             adv = unpack(adv)
         steps = [(e, k, s) for e, t in enumerate(trajs) for k, s in enumerate(t.steps)]

@@ -81,7 +81,7 @@ mutated: the env copies what it hands out of a row (columns, info, answer choice
 hold their own copy. A table once loaded is not re-validated: an image file deleted afterwards is found at reset (and
 the row skipped).
 
-Lazy Parquet images: in a Parquet file of several row groups of at most ``_LAZY_MAX_GROUP_BYTES`` each (written with
+Lazy Parquet images: in a Parquet file of several row groups of at most ``envs.vqa.parquet.LAZY_MAX_GROUP_BYTES`` each (written with
 ``row_group_size``; ``datasets`` 5 writes groups of up to 100 MB, which stay eager), embedded image bytes stay in the
 file: the load reads them a batch at a time only to note where they are, and ``reset`` reads the row group of the row
 it shows (the table keeps the last group read, shared by its envs), so memory does not grow with the file. A file of
@@ -115,6 +115,7 @@ from PIL import Image, UnidentifiedImageError
 from envs.transforms import AugmentContext
 from envs.vqa import schemas
 from envs.vqa.base import Episode, VQAEnv, image_hw, reference_solution
+from envs.vqa.parquet import EmbeddedImages, FileId, file_id, parquet_records
 from envs.vqa.schemas import IMAGE_MARKER, SCHEMAS, DatasetError, EmbeddedImage, Keys, detect
 from envs.vqa.video import decode_video, video_spaces
 from mmrl.config import ConfigError, from_dict
@@ -127,8 +128,6 @@ RESERVED_INFO: frozenset[str] = frozenset(
 )
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
-_PARQUET_BATCH_ROWS = 256  # Parquet rows turned into Python objects at a time: never the whole file's at once
-_LAZY_MAX_GROUP_BYTES = 64 * 2**20  # row groups up to this size (uncompressed) leave their images in the file
 LONG_PROMPTS = ("error", "truncate")  # what a prompt over max_prompt_chars does (see the module docstring)
 SCHEMA_NAMES = ("auto", *SCHEMAS)  # the schema option: detected from the first row, or forced
 
@@ -189,49 +188,6 @@ class _Options:
     allow_outside_root: bool  # image paths may lead out of the data file's directory
 
 
-_FileId = tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns): a rewritten file gets a new one
-
-
-def _file_id(path: Path) -> _FileId:
-    """The identity of the file at ``path`` now (see ``_FileId``)."""
-    st = path.stat()
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
-class _EmbeddedImages:
-    """Reads the image bytes a lazy Parquet file keeps (``EmbeddedImage`` refs), one row group at a time: the last
-    group's column is kept (shared by the envs on the table, under a lock), so visiting rows in order reads each
-    group once and memory holds one group's images, never the file's."""
-
-    def __init__(self, path: Path, file_id: _FileId) -> None:
-        self.path = path  # resolved
-        self.file_id = file_id  # the file's identity at load: the refs are only valid for it
-        self._lock = threading.Lock()
-        self._group_start: np.ndarray | None = None  # [num_groups + 1] int64: group g holds rows [start[g], start[g+1])
-        self._cached: tuple[int, str, Any] | None = None  # (group, column, that column of the group: an Arrow array)
-
-    def read(self, ref: EmbeddedImage) -> bytes:
-        """The encoded bytes of ``ref``; a file changed since the load raises OSError (the row is then skipped)."""
-        import pyarrow.parquet as pq
-
-        with self._lock:
-            if _file_id(self.path) != self.file_id:
-                raise OSError("the data file changed since it was loaded; build the env again to re-read it")
-            if self._group_start is None:
-                meta = pq.read_metadata(self.path)
-                sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-                self._group_start = np.cumsum([0, *sizes], dtype=np.int64)  # [num_groups + 1]
-            group = int(np.searchsorted(self._group_start, ref.row, side="right")) - 1
-            if self._cached is None or self._cached[:2] != (group, ref.column):
-                self._cached = None  # drop the old group before reading the new one
-                with pq.ParquetFile(self.path) as parquet:
-                    column = parquet.read_row_group(group, columns=[ref.column]).column(0)
-                self._cached = (group, ref.column, column)
-            value = self._cached[2].slice(ref.row - int(self._group_start[group]), 1).to_pylist()[0]  # this row only
-        entry = value if ref.item is None else value[ref.item]
-        return bytes(entry["bytes"])
-
-
 @dataclass(frozen=True)
 class _Table:
     """The validated rows of one data file and what every env derives from them, computed once (never mutated)."""
@@ -242,12 +198,12 @@ class _Table:
     # these strings is that of all the prompts (same charset, same max length), built in O(1) per env, not O(rows)
     prompt_samples: tuple[str, ...]
     truncated_rows: int  # prompts cut to max_prompt_chars (long_prompts: truncate)
-    embedded: _EmbeddedImages  # reads the image bytes a lazy Parquet file keeps
+    embedded: EmbeddedImages  # reads the image bytes a lazy Parquet file keeps
     has_videos: bool  # some row has a video: observations carry videos
 
 
 _TableKey = tuple[str, _Options]  # (resolved path, options)
-_TABLES: dict[_TableKey, tuple[_FileId, _Table]] = {}  # the process-wide cache, one entry per file and options
+_TABLES: dict[_TableKey, tuple[FileId, _Table]] = {}  # the process-wide cache, one entry per file and options
 _TABLES_LOCK = threading.Lock()  # held while parsing, so envs built in threads parse a file once
 
 
@@ -257,10 +213,10 @@ def _load_table(path: Path, options: _Options) -> _Table:
     Raises the first bad row's :class:`DatasetError`; a failed parse is not cached (the next env re-reads the file).
     """
     resolved = path.resolve()
-    key, file_id = (str(resolved), options), _file_id(resolved)
+    key, identity = (str(resolved), options), file_id(resolved)
     with _TABLES_LOCK:
         cached = _TABLES.get(key)
-        if cached is not None and cached[0] == file_id:
+        if cached is not None and cached[0] == identity:
             logger.debug("sharing the parsed rows of %s", path)
             return cached[1]
         _TABLES.pop(key, None)  # a changed file: drop the old rows before reading the new ones
@@ -278,9 +234,9 @@ def _load_table(path: Path, options: _Options) -> _Table:
         image_start.flags.writeable = False
         samples = _prompt_samples([r.prompt for r in rows])
         has_videos = any(r.videos for r in rows)
-        embedded = _EmbeddedImages(resolved, file_id)
+        embedded = EmbeddedImages(resolved, identity)
         table = _Table(tuple(rows), image_start, samples, len(cut or ()), embedded, has_videos)
-        _TABLES[key] = (file_id, table)
+        _TABLES[key] = (identity, table)
     logger.info("loaded %d VQA rows from %s", len(rows), path)
     if cut:
         logger.warning("%s: truncated %d prompt(s) to max_prompt_chars=%d characters (first at %s)", path, len(cut),
@@ -303,7 +259,7 @@ def _read_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, Any]]
     """``(loc, record)`` pairs from a JSONL/JSON-array or Parquet file, streamed; ``loc`` names the line or row."""
     suffix = path.suffix.lower()
     if suffix in _PARQUET_SUFFIXES:
-        yield from _parquet_records(path, max_rows)
+        yield from parquet_records(path, max_rows)
         return
     if suffix not in _JSONL_SUFFIXES:
         known = ", ".join(_JSONL_SUFFIXES + _PARQUET_SUFFIXES)
@@ -331,41 +287,6 @@ def _read_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, Any]]
                 raise DatasetError(f"{path}, line {lineno}: invalid JSON: {e}") from None
             count += 1
             yield f"line {lineno}", record
-
-
-def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[str, Any]]:
-    """``(loc, record)`` pairs of a Parquet file, turned into Python objects ``_PARQUET_BATCH_ROWS`` rows at a time;
-    in a lazy file (module docstring) an image struct's bytes become an :class:`EmbeddedImage` ref."""
-    import pyarrow
-    import pyarrow.parquet as pq
-
-    index = 0
-    try:
-        parquet = pq.ParquetFile(path, pre_buffer=False)  # pre_buffer reads every column chunk of the file at once
-    except Exception as e:  # pyarrow raises several types for unreadable files
-        raise DatasetError(f"{path}: cannot read Parquet: {str(e).splitlines()[0]}") from None
-    try:
-        with parquet:
-            meta = parquet.metadata
-            groups = [meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)]
-            lazy = len(groups) > 1 and max(groups) <= _LAZY_MAX_GROUP_BYTES
-            image_columns = [f.name for f in parquet.schema_arrow if lazy and schemas.is_image_struct(f.type)]
-            batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS)
-            while max_rows is None or index < max_rows:
-                try:
-                    batch = next(batches, None)
-                except Exception as e:  # a corrupt page surfaces while reading
-                    raise DatasetError(f"{path}: cannot read Parquet: {str(e).splitlines()[0]}") from None
-                if batch is None:
-                    return
-                if max_rows is not None:
-                    batch = batch.slice(0, max_rows - index)
-                refs = {name: schemas.embedded_refs(batch.column(name), name, index) for name in image_columns}
-                for i, record in enumerate(batch.drop_columns(image_columns).to_pylist()):
-                    yield f"row {index}", {**record, **{name: column[i] for name, column in refs.items()}}
-                    index += 1
-    finally:  # Arrow's allocator keeps the freed read buffers (~4x the file) for reuse; the rows are Python objects now
-        pyarrow.default_memory_pool().release_unused()
 
 
 def _image_ref(

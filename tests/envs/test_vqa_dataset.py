@@ -17,7 +17,7 @@ from gymnasium.utils.env_checker import check_env
 from PIL import Image
 
 import envs
-from envs.vqa import DatasetVQAConfig, DatasetVQAEnv, dataset
+from envs.vqa import DatasetVQAConfig, DatasetVQAEnv, parquet
 from envs.vqa.dataset import DatasetError
 from mmrl.config import ConfigError
 
@@ -134,7 +134,7 @@ def test_a_line_break_character_inside_a_json_string_stays_in_its_row(data_dir, 
 
 
 def test_parquet_rows_are_read_in_batches(data_dir, test_rewards, monkeypatch):
-    monkeypatch.setattr(dataset, "_PARQUET_BATCH_ROWS", 2)
+    monkeypatch.setattr(parquet, "PARQUET_BATCH_ROWS", 2)
     rows = [{**GOOD, "answer": str(i)} for i in range(5)]
     path = data_dir / "rows.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)

@@ -1,7 +1,9 @@
 """The ``mmrl`` command.
 
     mmrl train CONFIG [key=value ...]      train (RL with optional warm-up); resume=true via train.resume=true
-    mmrl eval CONFIG [key=value ...]       held-out evaluation of the run's latest checkpoint (else model.path), read-only
+    mmrl eval CONFIG [key=value ...]       held-out evaluation of the run's latest checkpoint (else model.path), read-only,
+              [--checkpoints P [P ...] | --all-checkpoints] [--json] [--out DIR]
+                                           as a markdown table, a column per checkpoint (side by side)
     mmrl eval --benchmark NAME --data FILE --predictions P [P ...] [--out DIR]
                                            score any model's predictions offline on a benchmark file (side by side)
     mmrl view RUN_DIR                      write RUN_DIR/viewer.html: the rollout samples as a static page (no server)
@@ -16,13 +18,20 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
 from rich.logging import RichHandler
+
+if TYPE_CHECKING:
+    from mmrl.config import RunConfig
 
 
 def _setup_logging(verbose: bool) -> None:
+    # logs go to stderr: stdout carries the results only (`mmrl eval --json` is parsed by machines)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)])  # fmt: skip
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False,
+                                              rich_tracebacks=False)])  # fmt: skip
     for noisy in ("transformers", "httpx", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from transformers.utils import logging as hf_logging
@@ -58,20 +67,78 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.benchmark is not None:
         from mmrl.evaluation import format_markdown, score
 
-        if args.config is not None or args.data is None or not args.predictions:
-            raise ConfigError("eval --benchmark NAME needs --data FILE and --predictions P [P ...] (and no CONFIG)")
+        extra = args.config is not None or args.checkpoints or args.all_checkpoints
+        if extra or args.data is None or not args.predictions:
+            raise ConfigError("eval --benchmark NAME needs --data FILE and --predictions P [P ...] (and no CONFIG or "
+                              "checkpoints)")  # fmt: skip
         print(format_markdown(score(args.benchmark, args.data, args.predictions, args.out)))
         return 0
     if args.config is None:
         raise ConfigError("eval needs a CONFIG file, or --benchmark NAME --data FILE --predictions P [P ...]")
-    from mmrl.trainer import checkpoint as ckpt
     from mmrl.trainer.build import evaluate_run
 
     cfg = _load(args)
-    latest = ckpt.latest_checkpoint(cfg.run_dir)
-    result = evaluate_run(cfg, latest)
-    print(json.dumps({"checkpoint": str(latest) if latest else None, **result}, indent=2))
+    checkpoints = _checkpoints(cfg, args)
+    results = evaluate_run(cfg, checkpoints)
+    report = {"config": str(args.config), "run_dir": str(cfg.run_dir), "env": cfg.env.id,
+              "eval_size": cfg.train.eval_size, "results": [{"label": label, **r} for label, r in
+                                                            zip(_labels(checkpoints), results)]}  # fmt: skip
+    table = format_eval(report, cfg.rewards, cfg.model.path)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (args.out / "eval_report.md").write_text(table, encoding="utf-8")
+    print(json.dumps(report, indent=2) if args.json else table)
     return 0
+
+
+def _checkpoints(cfg: RunConfig, args: argparse.Namespace) -> list[Path | None]:
+    """What ``mmrl eval CONFIG`` evaluates: ``--checkpoints``; with ``--all-checkpoints`` the initial policy (None)
+    and every checkpoint the run kept, oldest first; by default the latest one (else the initial policy)."""
+    from mmrl.config import ConfigError
+    from mmrl.trainer import checkpoint as ckpt
+
+    if args.checkpoints and args.all_checkpoints:
+        raise ConfigError("--checkpoints: give checkpoint directories or --all-checkpoints, not both")
+    for path in args.checkpoints or ():
+        if not path.is_dir():
+            raise ConfigError(f"--checkpoints: no checkpoint directory at '{path}'")
+    if args.checkpoints:
+        return list(args.checkpoints)
+    if args.all_checkpoints:
+        return [None, *ckpt.list_checkpoints(cfg.run_dir)]
+    return [ckpt.latest_checkpoint(cfg.run_dir)]
+
+
+def _labels(checkpoints: list[Path | None]) -> list[str]:
+    """Column names: each directory's name (``step_000100``), its parent's too when names repeat; ``initial``."""
+    names = ["initial" if p is None else p.name for p in checkpoints]
+    return [f"{p.parent.name}/{p.name}" if p is not None and names.count(p.name) > 1 else n
+            for p, n in zip(checkpoints, names)]  # fmt: skip
+
+
+def format_eval(report: dict[str, Any], rewards: dict[str, float], model_path: str) -> str:
+    """``mmrl eval``'s markdown table: success, mean return and each reward's mean, a column per checkpoint (and the
+    change from the first to the last when there are several), the episodes scored and the checkpoint's path."""
+    from mmrl.evaluation.report import delta_cells, markdown_table
+
+    results = report["results"]
+    delta = ["Δ (last - first)"] if len(results) > 1 else []
+    blank = [""] if delta else []
+    rows = []
+    if all("eval/success" in r for r in results):
+        rows.append(["success", *(f"{r['eval/success']:.3f} ({r['successes']}/{r['n']})" for r in results),
+                     *delta_cells([r["eval/success"] for r in results])])  # fmt: skip
+    named = [("return (mean)", "eval/return")] + [(f"reward {n} (mean)", f"eval/reward/{n}") for n in rewards]
+    for name, key in named:
+        if all(key in r for r in results):
+            rows.append([name, *(f"{r[key]:.3f}" for r in results), *delta_cells([r[key] for r in results])])
+    rows.append(["episodes", *(r["n"] for r in results), *blank])
+    rows.append(["checkpoint", *(r["checkpoint"] or f"none: model.path {model_path} (or a fresh policy)"
+                                 for r in results), *blank])  # fmt: skip
+    lines = [f"## {Path(report['run_dir']).name}: held-out evaluation ({report['eval_size']} episodes of "
+             f"{report['env']}, greedy)", "", *markdown_table(["", *(r["label"] for r in results), *delta], rows)]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -107,7 +174,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--benchmark", metavar="NAME", help="score prediction files offline with this benchmark adapter")
             p.add_argument("--data", type=Path, metavar="FILE", help="the benchmark's public file (or release directory)")
             p.add_argument("--predictions", type=Path, nargs="+", metavar="P", help="JSONL predictions, scored side by side")
-            p.add_argument("--out", type=Path, metavar="DIR", help="write <benchmark>_report.json/.md and bar plots here")
+            p.add_argument("--out", type=Path, metavar="DIR", help="write the report here: eval_report.json/.md, or "
+                           "<benchmark>_report.json/.md and bar plots")  # fmt: skip
+            p.add_argument("--checkpoints", type=Path, nargs="+", metavar="P", help="evaluate these policy directories, "
+                           "side by side (default: the run's latest checkpoint)")  # fmt: skip
+            p.add_argument("--all-checkpoints", action="store_true", help="evaluate the initial policy and every "
+                           "checkpoint the run kept, side by side")  # fmt: skip
+            p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p = sub.add_parser("view", help="write RUN_DIR/viewer.html over the run's rollout samples (opens in any browser)")
     p.add_argument("run_dir", type=Path, help="a run directory (<train.output_dir>/<name>)")
     p.set_defaults(fn=cmd_view)

@@ -81,12 +81,16 @@ mutated: the env copies what it hands out of a row (columns, info, answer choice
 hold their own copy. A table once loaded is not re-validated: an image file deleted afterwards is found at reset (and
 the row skipped).
 
-Lazy Parquet images: in a Parquet file of several row groups of at most ``envs.vqa.parquet.LAZY_MAX_GROUP_BYTES`` each (written with
-``row_group_size``; ``datasets`` 5 writes groups of up to 100 MB, which stay eager), embedded image bytes stay in the
-file: the load reads them a batch at a time only to note where they are, and ``reset`` reads the row group of the row
-it shows (the table keeps the last group read, shared by its envs), so memory does not grow with the file. A file of
-one row group, or of bigger groups, is read whole at load (a visit would read a whole group anyway). Once a lazy file
-is rewritten, its old rows no longer decode (skipped at reset) until an env is built on it again.
+Lazy Parquet images: in a Parquet file of several row groups, or of one over ``envs.vqa.parquet.EAGER_MAX_BYTES``,
+embedded image bytes stay in the file: the load reads the other columns (and reads the bytes through only when the row
+groups' statistics do not show that every image struct has them), and ``reset`` reads the slice of about
+``envs.vqa.parquet.SLICE_BYTES`` of rows around the row it shows (the table keeps the last slice read and where its
+reader stopped, shared by its envs), so memory does not grow with the file or its row groups (``datasets`` writes
+groups of up to 100 MB). Visiting rows in file order reads the file once; a row out of order decodes its group up to
+it (~35 ms per 100 MiB: a trainer's random prompt seeds pay that once per prompt, its group shares the slice). A file
+of one small row group is read whole at load. Once a lazy file is rewritten, its old rows no longer decode (skipped
+at reset) until an env is built on it again; an embedded ``bytes`` that is empty (not null) is then found at reset
+(row skipped) instead of falling back to its ``path``.
 
 Example:
     >>> env = DatasetVQAEnv(path="assets/vqa/sample.jsonl", rewards={"accuracy": 1.0})

@@ -224,31 +224,6 @@ def is_image_struct(kind: Any) -> bool:
     return pa.types.is_binary(kind.field("bytes").type) or pa.types.is_large_binary(kind.field("bytes").type)
 
 
-def embedded_refs(column: Any, name: str, first_row: int) -> list[Any]:
-    """One batch's image column as Python values with every non-empty ``bytes`` replaced by its EmbeddedImage ref
-    (the bytes themselves never become Python objects): ``{"bytes": ref | None, "path": ...}`` or a list of them."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    is_list = not pa.types.is_struct(column.type)
-    structs = column.flatten() if is_list else column  # [entries]: every image of the batch, row after row
-    has = pc.fill_null(pc.greater(pc.binary_length(pc.struct_field(structs, "bytes")), 0), False).to_pylist()
-    paths = pc.struct_field(structs, "path").to_pylist() if structs.type.get_field_index("path") >= 0 else None
-    valid = structs.is_valid().to_pylist()
-
-    def entry(k: int, row: int, item: int | None) -> dict[str, Any] | None:
-        ref = EmbeddedImage(row, name, item) if has[k] else None
-        return {"bytes": ref, "path": paths[k] if paths else None} if valid[k] else None
-
-    if not is_list:
-        return [entry(i, first_row + i, None) for i in range(len(column))]
-    out, k = [], 0
-    for i, length in enumerate(column.value_lengths().to_pylist()):  # None: a null list
-        out.append(None if length is None else [entry(k + j, first_row + i, j) for j in range(length)])
-        k += length or 0
-    return out
-
-
 # ------------------------------------------------------------------------------------------------------- helpers
 def _pick(record: dict[str, Any], names: tuple[str, ...], where: str, what: str) -> tuple[str, Any]:
     """The first of ``names`` present in ``record`` (non-null) and its value; none: a one-line error."""

@@ -171,11 +171,11 @@ def _row(cells: Sequence[Any]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
 
 
-def _delta(values: Sequence[float]) -> list[str]:
+def delta_cells(values: Sequence[float]) -> list[str]:
     """The change from the first run to the last, as an extra cell, when there are several runs."""
     return [f"{values[-1] - values[0]:+.3f}"] if len(values) > 1 else []
 
@@ -200,16 +200,16 @@ def format_markdown(report: Report) -> str:
         ("bad rows (ignored)", "bad_rows"),
     ]
     overall = [
-        [report.metric, *(f"{r.accuracy:.3f} ({r.correct}/{r.n})" for r in runs), *_delta([r.accuracy for r in runs])]
+        [report.metric, *(f"{r.accuracy:.3f} ({r.correct}/{r.n})" for r in runs), *delta_cells([r.accuracy for r in runs])]
     ]
     overall += [[name, *(getattr(r, attr) for r in runs), *([""] if delta else [])] for name, attr in counts]
-    lines += _table(["", *labels, *delta], overall)
+    lines += markdown_table(["", *labels, *delta], overall)
     for key, sizes in report.sizes.items():
         rows = []
         for label, n in sizes.items():
             accs = [r.breakdowns[key][label] / n for r in runs]
-            rows.append([label, n, *(f"{a:.3f}" for a in accs), *_delta(accs)])
-        lines += ["", f"### by {key}", "", *_table([key, "n", *labels, *delta], rows)]
+            rows.append([label, n, *(f"{a:.3f}" for a in accs), *delta_cells(accs)])
+        lines += ["", f"### by {key}", "", *markdown_table([key, "n", *labels, *delta], rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from mmrl.policies.base import SamplingParams
 from mmrl.rollout.collector import Collector
 from mmrl.rollout.pool import EnvPool
 from mmrl.trainer.scoring import RewardStage, episode_return
+from mmrl.types import Trajectory
 
 logger = logging.getLogger(__name__)
 
@@ -83,26 +84,46 @@ def eval_params(cfg: RunConfig) -> SamplingParams:
     return SamplingParams(temperature=0.0, max_new_tokens=cfg.rollout.max_new_tokens)
 
 
-def evaluate(collector: Collector, stage: RewardStage, cfg: RunConfig, n: int | None = None) -> dict[str, float]:
-    """``n`` held-out episodes (seeds ``0..n-1`` of the eval env) with :func:`eval_params`: the mean return, and the
-    success rate when the env reports ``success``."""
-    n = n or cfg.train.eval_size
-    trajs = collector.episodes(list(range(n)), 1, eval_params(cfg))
-    stage(trajs)  # episodes lost to env failures are not in trajs (counted by the collector)
+def eval_episodes(collector: Collector, stage: RewardStage, cfg: RunConfig, n: int | None = None) -> list[Trajectory]:
+    """``n`` held-out episodes (seeds ``0..n-1`` of the eval env, ``train.eval_size`` by default) with
+    :func:`eval_params`, scored; episodes lost to env failures are not in the list (counted by the collector)."""
+    trajs = collector.episodes(list(range(n or cfg.train.eval_size)), 1, eval_params(cfg))
+    stage(trajs)
+    return trajs
+
+
+def eval_stats(trajs: list[Trajectory]) -> dict[str, float]:
+    """The mean return of ``trajs``, and the success rate when the env reports ``success``."""
     out = {"eval/return": float(np.mean([episode_return(t) for t in trajs])) if trajs else float("nan")}
     if any("success" in t.info for t in trajs):
         out["eval/success"] = float(np.mean([t.success for t in trajs]))
     return out
 
 
-def evaluate_run(cfg: RunConfig, checkpoint: Path | None) -> dict[str, float]:
-    """``mmrl eval``: the policy at ``checkpoint`` (else ``model.path`` / a fresh one) on the eval env, read-only."""
+def evaluate(collector: Collector, stage: RewardStage, cfg: RunConfig, n: int | None = None) -> dict[str, float]:
+    """The trainer's held-out evaluation: :func:`eval_stats` of :func:`eval_episodes`."""
+    return eval_stats(eval_episodes(collector, stage, cfg, n))
+
+
+def evaluate_run(cfg: RunConfig, checkpoints: Sequence[Path | None]) -> list[dict[str, Any]]:
+    """``mmrl eval``: each policy of ``checkpoints`` (a saved policy directory; None: the initial policy,
+    ``model.path`` or a fresh one) on one eval pool, read-only. Per checkpoint: what the trainer logs for it
+    (``eval/return``, ``eval/success``), the episodes scored ``n`` and successful ``successes``, and each reward
+    function's mean ``eval/reward/<name>``."""
     from mmrl.policies import base
 
     register_judges(cfg)
     pool = make_pool(cfg, evaluation=True)
+    stage = RewardStage(cfg.rewards)
+    results = []
     try:
-        policy = base.build(cfg, pool.single_observation_space, pool.single_action_space, checkpoint)
-        return evaluate(Collector(policy, pool, cfg.env.max_turns), RewardStage(cfg.rewards), cfg)
+        for checkpoint in checkpoints:
+            policy = base.build(cfg, pool.single_observation_space, pool.single_action_space, checkpoint)
+            trajs = eval_episodes(Collector(policy, pool, cfg.env.max_turns), stage, cfg)
+            del policy  # one policy in memory at a time
+            means = {f"eval/{k[: -len('/mean')]}": v for k, v in stage.parts(trajs).items() if k.endswith("/mean")}
+            results.append({"checkpoint": None if checkpoint is None else str(checkpoint), "n": len(trajs),
+                            "successes": sum(bool(t.success) for t in trajs), **eval_stats(trajs), **means})  # fmt: skip
     finally:
         pool.close()
+    return results

@@ -46,8 +46,8 @@ def test_grpo_end_to_end_via_cli(tiny_model_path, tmp_path, capsys):
     # `mmrl eval` evaluates the run's latest checkpoint: the same greedy success the run reported last, and it leaves
     # every file of the run untouched (no config.json rewrite, no metrics, no reference model or checkpoint written)
     files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()}
-    assert main(["eval", str(ROOT / "configs/quickstart.yaml"), *args[3:]]) == 0
-    result = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(ROOT / "configs/quickstart.yaml"), *args[3:], "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["results"][0]
     assert result["eval/success"] == summary["success_after_rl"] and result["eval/return"] == summary["return_after_rl"]
     assert result["checkpoint"].endswith("step_000003")
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()} == files

@@ -213,3 +213,30 @@ def test_the_trained_distribution_is_the_sampled_one(tiny_policy):
     torch.testing.assert_close(logp.detach()[valid], ref[valid], atol=1e-4, rtol=1e-4)  # learner recompute
     ref_entropy = -(allowed.exp() * allowed).sum(-1)
     torch.testing.assert_close(entropy.detach()[valid], ref_entropy[valid], atol=1e-4, rtol=1e-4)
+
+
+def test_a_checkpoints_sampling_defaults_do_not_change_what_is_sampled(tiny_model_path, tmp_path):
+    """Real checkpoints ship sampling defaults (Qwen2.5-VL: top_k 1, top_p 0.001, repetition_penalty 1.05) that
+    ``generate`` applies to every field it is not given: the tokens would then come from another distribution than the
+    one whose log-probs are recorded and trained. Here the checkpoint also bans repeating any token already in the
+    context (``no_repeat_ngram_size`` 1, a strong repetition penalty): the policy's samples still reuse prompt tokens
+    as often as its own distribution says."""
+    import json
+    import shutil
+
+    from mmrl.models import load_policy
+
+    path = tmp_path / "with_defaults"
+    shutil.copytree(tiny_model_path, path)
+    config = json.loads((path / "generation_config.json").read_text())
+    config.update({"do_sample": True, "top_k": 1, "top_p": 0.001, "temperature": 0.1, "repetition_penalty": 50.0,
+                   "no_repeat_ngram_size": 1})  # fmt: skip
+    (path / "generation_config.json").write_text(json.dumps(config))
+    policy = load_policy(path, device="cpu")
+    torch.manual_seed(0)
+    obs = [{"text": "How many shapes are there? Count them all.", "images": ()}] * 32
+    actions = policy.act(obs, SamplingParams(temperature=1.0, max_new_tokens=4))
+    prompt = set(actions[0].record.prompt_ids)  # the first turn's prompt is the whole context
+    new = [t for a in actions for t in a.record.response_ids]
+    assert len({tuple(a.record.response_ids) for a in actions}) > 4  # not the argmax every time (top_k 1)
+    assert any(t in prompt for t in new)  # prompt tokens are sampled again (no_repeat_ngram_size 1 would ban them)

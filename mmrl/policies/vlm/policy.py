@@ -113,6 +113,14 @@ class VLMPolicy:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, image_processor: Any, temperature: float = 1.0) -> None:
         self.model = model
+        if getattr(model, "generation_config", None) is not None:  # a checkpoint's sampling defaults (Qwen's: top_k 1,
+            # top_p 0.001, repetition penalty 1.05) would fill every field generate() is not given and make the sampled
+            # distribution differ from the one whose log-probs are trained: sampling is set by SamplingParams alone
+            from transformers import GenerationConfig
+
+            g = model.generation_config
+            model.generation_config = GenerationConfig(bos_token_id=g.bos_token_id, eos_token_id=g.eos_token_id,
+                                                       pad_token_id=g.pad_token_id)  # fmt: skip
         self.encoder = PromptEncoder(tokenizer, image_processor)
         self.tokenizer = tokenizer
         self.temperature = temperature  # the distribution whose log-probs are trained (set from the rollout config)

@@ -5,11 +5,12 @@ Each episode runs step by step on :class:`envs.sim.maniskill.ManiSkillEnv` (the 
 privileged state at every step) with the controller the policy will use, then is cut into action chunks of the
 chunk wrapper's horizon ``H`` (:mod:`envs.sim.chunk`): one row per chunk start ``t = 0, stride, 2 stride, ...``
 holding the observation at ``t`` (``obs.<key>``, every array key of the env's observation: ``obs.state`` for
-``obs_mode=state``) and the ``H`` actions the expert took from there (``actions [N, H, A]``, env units). The episode's
-last chunk is usually short (the episode ended by success or by the step limit): it is padded to ``H`` by repeating
-its last action, what the policy will learn to do at the end of a chunk it never gets to run. ``stride = H`` (the
-default) gives exactly the chunks a chunk-executing env would have run; ``stride = 1`` every window (more rows from
-the same episodes).
+``obs_mode=state``, ``obs.rgb`` and ``obs.proprio`` for ``obs_mode=rgb``; and ``obs.instruction``, the language
+instruction as a string array, read by the pi0 family) and the ``H`` actions the expert took from there
+(``actions [N, H, A]``, env units). The episode's last chunk is usually short (the episode ended by success or by the
+step limit): it is padded to ``H`` by repeating its last action, what the policy will learn to do at the end of a
+chunk it never gets to run. ``stride = H`` (the default) gives exactly the chunks a chunk-executing env would have
+run; ``stride = 1`` every window (more rows from the same episodes).
 
 ``--noise s`` executes the expert's action plus Gaussian noise of std ``s`` (clipped to the action bounds) and
 records the clean action the expert chose, so the demonstrations also show the expert recovering from off-track
@@ -18,6 +19,10 @@ states. Seeds ``--first-seed .. --first-seed + episodes - 1`` (default 10000: di
 
 Usage:
     python scripts/make_demos.py --task PushCube-v1 --horizon 8 --episodes 10 --out runs/demos/pushcube_h8_n10.npz
+    python scripts/make_demos.py --obs-mode rgb --image-size 64 --episodes 3 --stride 1 --out runs/demos/rgb.npz
+
+With ``--obs-mode rgb`` pass the camera size the policy's env uses (``env.kwargs.image_size``): the images are
+recorded as the env renders them.
 """
 
 from __future__ import annotations
@@ -66,9 +71,9 @@ def run_expert(env: ManiSkillEnv, seed: int, noise: float, rng: np.random.Genera
 
 def make_demos(task: str, horizon: int, episodes: int, out: Path, obs_mode: str = "state",
                control_mode: str = "pd_ee_delta_pos", stride: int = 0, noise: float = 0.0, first_seed: int = 10_000,
-               keep_failures: bool = False) -> dict[str, float]:  # fmt: skip
+               keep_failures: bool = False, image_size: int | None = None) -> dict[str, float]:  # fmt: skip
     """Write the demonstration file; returns ``{"episodes", "successes", "rows"}``."""
-    env = ManiSkillEnv(task=task, obs_mode=obs_mode, control_mode=control_mode)
+    env = ManiSkillEnv(task=task, obs_mode=obs_mode, control_mode=control_mode, image_size=image_size)
     rng = np.random.default_rng(first_seed)
     obs_parts: dict[str, list[np.ndarray]] = {}
     action_parts: list[np.ndarray] = []
@@ -81,6 +86,7 @@ def make_demos(task: str, horizon: int, episodes: int, out: Path, obs_mode: str 
                 logger.warning("seed %d: the expert failed; episode left out", seed)
                 continue
             obs, chunks = chunk_rows(demo, horizon, stride or horizon)
+            obs["instruction"] = np.full(len(chunks), demo.instruction)  # [n] str: arrays only, no pickle
             for k, v in obs.items():
                 obs_parts.setdefault(k, []).append(v)
             action_parts.append(chunks)
@@ -102,17 +108,19 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=10, help="expert episodes rolled (one seed each)")
     p.add_argument("--out", type=Path, required=True, help="the .npz to write (e.g. under runs/demos/)")
     p.add_argument("--obs-mode", default="state", help="state | rgb: the policy's observation mode")
+    p.add_argument("--image-size", type=int, default=None, help="rgb: camera side in pixels (the env's image_size)")
     p.add_argument("--control-mode", default="pd_ee_delta_pos", help="the controller (the experts drive this one)")
     p.add_argument("--stride", type=int, default=0, help="steps between chunk starts (0 = the horizon)")
     p.add_argument("--noise", type=float, default=0.0, help="std of the noise added to the executed actions")
     p.add_argument("--first-seed", type=int, default=10_000, help="seed of the first episode")
     p.add_argument("--keep-failures", action="store_true", help="keep episodes where the expert failed")
     a = p.parse_args()
-    if a.horizon < 1 or a.episodes < 1 or a.stride < 0 or a.noise < 0:
-        p.error("--horizon and --episodes must be >= 1, --stride and --noise >= 0")
+    size = 1 if a.image_size is None else a.image_size  # None: the task's camera size
+    if min(a.horizon, a.episodes, size) < 1 or a.stride < 0 or a.noise < 0:
+        p.error("--horizon, --episodes and --image-size must be >= 1, --stride and --noise >= 0")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     stats = make_demos(a.task, a.horizon, a.episodes, a.out, a.obs_mode, a.control_mode, a.stride, a.noise,
-                       a.first_seed, a.keep_failures)  # fmt: skip
+                       a.first_seed, a.keep_failures, a.image_size)  # fmt: skip
     logger.info("%s: %d of %d expert episodes succeeded, %d chunk rows", a.out, stats["successes"], a.episodes,
                 stats["rows"])  # fmt: skip
 

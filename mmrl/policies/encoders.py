@@ -44,13 +44,13 @@ def _vec(x: Any) -> np.ndarray:
     return np.asarray(x, np.float32).reshape(-1)
 
 
-def _is_image(space: gym.Space) -> bool:
+def is_image_space(space: gym.Space) -> bool:
     return (
         isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3 and space.shape[-1] == 3
     )
 
 
-def _is_vector(space: gym.Space) -> bool:
+def is_vector_space(space: gym.Space) -> bool:
     return isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)
 
 
@@ -113,14 +113,14 @@ class ObsEncoder(nn.Module):
 
 def encoder_for(observation_space: gym.Space, hidden: Sequence[int] = (64, 64), feature_dim: int = 64) -> ObsEncoder:
     """The :class:`ObsEncoder` for an env's (single) observation space; an unsupported space is a ``TypeError``."""
-    if _is_image(observation_space):
+    if is_image_space(observation_space):
         return ObsEncoder([], 0, "", hidden, feature_dim)
-    if _is_vector(observation_space):
+    if is_vector_space(observation_space):
         return ObsEncoder([""], int(np.prod(observation_space.shape)), None, hidden, feature_dim)
     if isinstance(observation_space, gym.spaces.Dict):
         spaces = dict(sorted(observation_space.spaces.items()))
-        state_keys = [k for k, s in spaces.items() if _is_vector(s)]
-        images = [k for k, s in spaces.items() if _is_image(s)]
+        state_keys = [k for k, s in spaces.items() if is_vector_space(s)]
+        images = [k for k, s in spaces.items() if is_image_space(s)]
         if len(images) > 1:
             raise TypeError(f"observation dict has {len(images)} images ({', '.join(images)}); one is supported")
         if state_keys or images:

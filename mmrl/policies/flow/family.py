@@ -70,9 +70,10 @@ def check_common(c: Any) -> None:
             raise ConfigError(f"policy.kwargs.{name}: expected positive layer sizes, got {getattr(c, name)}")
 
 
-def config(cfg: RunConfig) -> FlowConfig:
-    """``policy.kwargs`` checked into :class:`FlowConfig` (one-line errors naming the key)."""
-    fc = from_dict(FlowConfig, dict(cfg.policy.kwargs), prefix="policy.kwargs")
+def config(cfg: RunConfig, cls: type[FlowConfig] = FlowConfig) -> FlowConfig:
+    """``policy.kwargs`` checked into :class:`FlowConfig` (or ``cls``, a subclass with more options: the pi0 family's)
+    with one-line errors naming the key."""
+    fc = from_dict(cls, dict(cfg.policy.kwargs), prefix="policy.kwargs")
     check_common(fc)
     if fc.estimator not in ESTIMATORS:
         raise ConfigError(
@@ -88,11 +89,13 @@ def config(cfg: RunConfig) -> FlowConfig:
 
 
 def build_chunk_policy(c: Any, observation_space: Any, action_space: Any, make_sampler: Callable[[ActionExpert], Any],
-                       path: Path | None) -> ChunkPolicy:  # fmt: skip
-    """Encoder + expert + sampler for the env's spaces from a checked config ``c`` (weights from ``path`` if given)."""
+                       path: Path | None, encoder: Any = None) -> ChunkPolicy:  # fmt: skip
+    """Encoder + expert + sampler for the env's spaces from a checked config ``c`` (weights from ``path`` if given);
+    ``encoder``: the observation encoder to use (``inputs()`` and ``forward()`` as :class:`~mmrl.policies.encoders.
+    ObsEncoder`'s, a ``feature_dim`` attribute), else :func:`~mmrl.policies.encoders.encoder_for`'s."""
     try:
         n_exec, env_dim, single, low, high = action_layout(action_space, c.n_exec)
-        encoder = encoder_for(observation_space, c.encoder_hidden, c.feature_dim)
+        encoder = encoder if encoder is not None else encoder_for(observation_space, c.encoder_hidden, c.feature_dim)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"policy.kwargs: {e}") from None
     if c.n_exec == 0 and n_exec > c.chunk:
@@ -147,8 +150,8 @@ def warmup(cfg: RunConfig, policy: ChunkPolicy, critic: ChunkCritic | None, make
     path = cfg.policy.kwargs.get("demos", "")
     if not path:
         raise ConfigError("policy.kwargs.demos: warmup.steps > 0 needs a demonstration file to clone")
-    enc = policy.model.encoder
-    keys = [k for k in [*enc.state_keys, enc.image_key] if k is not None]
+    enc = policy.model.encoder  # an encoder that lists the raw keys it reads (observation_keys) or an ObsEncoder
+    keys = getattr(enc, "observation_keys", None) or [k for k in [*enc.state_keys, enc.image_key] if k is not None]
     observations, chunks = load_demos(path, keys)
     wc = cfg.warmup
     with progress.task("warm-up (BC)", wc.steps) as advance:

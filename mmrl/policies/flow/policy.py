@@ -182,7 +182,7 @@ class ChunkPolicy:
         R, T = next(iter(obs.values())).shape[:2]
         feats = self.model.encoder({k: v.flatten(0, 1) for k, v in obs.items()})  # [R*T, F]
         elem, elem_ent = self.model.sampler.log_prob(feats, {k: v.flatten(0, 1) for k, v in rec.items()})
-        ran = batch.model_inputs["ran"].flatten()  # [R*T]
+        ran = batch.model_inputs["ran"].flatten().to(elem.device)  # [R*T]
         logp = positions(elem, self.granularity, self.n_exec, self.env_dim, ran).reshape(R, -1)  # [R*T, P] -> [R, T*P]
         entropy = None
         if with_entropy:

@@ -119,7 +119,7 @@ JUDGE_AGGREGATES = ("min", "mean", "last", "product")  # rewards.judges.AGGREGAT
 # ----------------------------------------------------------------------------------------------------------------- schema
 @dataclass
 class PolicyConfig:
-    kind: Annotated[str, NAME] = "vlm"  # policy family in the mmrl.policies registry: vlm (a Hugging Face VLM, set up by `model`) | mlp (actor-critic MLPs) | flow | diffusion (action-chunk policies, set up by `policy.kwargs`)
+    kind: Annotated[str, NAME] = "vlm"  # policy family in the mmrl.policies registry: vlm (a Hugging Face VLM, set up by `model`) | mlp (actor-critic MLPs) | flow | diffusion (action-chunk policies, set up by `policy.kwargs`) | pi0 (a Qwen2.5-VL prefix + the flow action expert: `model` and `policy.kwargs`) | token_vla (a VLM writing actions as bin tokens)
     kwargs: Annotated[dict[str, Any], OPTIONS] = field(default_factory=dict)  # the family's own options, checked by its config class (mlp: hidden, log_std_init, normalize_obs)
 
 

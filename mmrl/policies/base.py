@@ -14,7 +14,7 @@ with grad. The critic is a separate object passed to the learner explicitly.
 Example:
     >>> from mmrl.policies import base
     >>> sorted(base.names())
-    ['diffusion', 'flow', 'mlp', 'pi0', 'vlm']
+    ['diffusion', 'flow', 'mlp', 'pi0', 'token_vla', 'vlm']
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ _FAMILIES: dict[str, Family | str] = {
     "flow": "mmrl.policies.flow.family:FAMILY",  # flow-matching action chunks (Flow-Noise / Flow-SDE)
     "diffusion": "mmrl.policies.diffusion.family:FAMILY",  # DDPM / DDIM action chunks (DPPO)
     "pi0": "mmrl.policies.pi0.family:FAMILY",  # pi0-style VLA: a Qwen2.5-VL prefix conditioning the flow action expert
+    "token_vla": "mmrl.policies.token_vla.family:FAMILY",  # OpenVLA-style actions as VLM bin tokens
 }
 
 

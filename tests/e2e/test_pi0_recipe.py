@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from mmrl.config import load_config
-from mmrl.policies import base
 
 ROOT = Path(__file__).resolve().parents[2]
 H = 4  # chunk horizon of the tiny runs
@@ -31,18 +30,6 @@ def demos(tmp_path_factory) -> Path:
     stats = module.make_demos("PushCube-v1", H, episodes=1, out=out, obs_mode="rgb", image_size=SIDE)
     assert stats["successes"] == 1
     return out
-
-
-@pytest.fixture
-def pi0_family():
-    """Register ``policy.kind: pi0`` (as base.py will), restoring the registry afterwards."""
-    before = base._FAMILIES.get("pi0")
-    base.register("pi0", "mmrl.policies.pi0.family:FAMILY")
-    yield
-    if before is None:
-        base._FAMILIES.pop("pi0", None)
-    else:
-        base._FAMILIES["pi0"] = before
 
 
 def test_rgb_demonstrations_hold_the_rendered_images_and_the_instruction(demos):
@@ -83,5 +70,5 @@ def test_rgb_flow_recipe_one_bc_and_one_ppo_step(demos, tmp_path):
     _check(*_fit("maniskill_rgb_flow_ppo.yaml", demos, tmp_path))
 
 
-def test_pi0_recipe_one_bc_and_one_ppo_step(demos, tmp_path, pi0_family):
+def test_pi0_recipe_one_bc_and_one_ppo_step(demos, tmp_path):
     _check(*_fit("maniskill_pi0_ppo.yaml", demos, tmp_path, f"model.path={tmp_path / 'tiny'}", "model.device=cpu"))

@@ -26,17 +26,11 @@ SIDE = 32  # toy image side (the tiny image processor resizes every image to 56 
 
 
 @pytest.fixture(autouse=True)
-def _pi0_family():
-    """Register the family as ``policy.kind: pi0`` (as base.py will), restoring the registry afterwards; one thread."""
-    before, threads = base._FAMILIES.get("pi0"), torch.get_num_threads()
-    base.register("pi0", "mmrl.policies.pi0.family:FAMILY")
+def _one_thread():
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-    if before is None:
-        base._FAMILIES.pop("pi0", None)
-    else:
-        base._FAMILIES["pi0"] = before
 
 
 def _image(g: float) -> np.ndarray:

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -27,6 +27,7 @@ import torch
 from mmrl.config import ConfigError, RunConfig
 from mmrl.policies.vlm.critic import VLMCritic
 from mmrl.policies.vlm.policy import VLMPolicy
+from mmrl.types import Batch
 
 TARGETS = ("format", "answer", "solution")
 END_OF_TURN = "<|im_end|>"  # Qwen's chat template closes an assistant turn with it
@@ -75,6 +76,25 @@ def episode_rows(env: gym.Env, policy: VLMPolicy, seed: int, targets: str, rng: 
     return rows if window is not None else [(ids, mask, conv.vision)]
 
 
+def nll_step(policy: VLMPolicy, rows: Sequence[tuple[list[int], list[int], list[Any]]], opt: torch.optim.Optimizer,
+             max_grad_norm: float) -> float:  # fmt: skip
+    """One supervised step on ``(ids, loss mask, vision)`` rows: the mean negative log-likelihood of the masked tokens
+    under the policy's distribution, clipped gradient, ``opt.step()``. Returns the loss."""
+    seqs, masks, vision = (list(x) for x in zip(*rows))
+    inputs, mask = policy.make_inputs(seqs, masks, vision)  # mask [B, T-1]
+    zeros = torch.zeros(len(seqs))
+    # as a Batch, log_prob scores only from the first trained token on: a real vocabulary's logits over the whole
+    # prompt would dominate memory
+    logp = policy.log_prob(Batch(inputs, mask, torch.zeros_like(mask), zeros, zeros, zeros.long()))[0]
+    mask = mask.to(logp.device)
+    loss = -(logp * mask).sum() / mask.sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+    opt.step()
+    return float(loss.detach())
+
+
 def warmup(cfg: RunConfig, policy: VLMPolicy, critic: VLMCritic | None, make_env: Callable[[], gym.Env],
            progress: Any) -> dict[str, float]:  # fmt: skip
     """``cfg.warmup.steps`` supervised steps (AdamW at ``warmup.lr``, the RL gradient clip); the critic's backbone then
@@ -92,16 +112,8 @@ def warmup(cfg: RunConfig, policy: VLMPolicy, critic: VLMCritic | None, make_env
             rng = np.random.default_rng([cfg.seed, 1, k])
             rows = [row for _ in range(wc.batch_size)
                     for row in episode_rows(env, policy, int(rng.integers(0, 2**31 - 1)), wc.targets, rng, wc.turns, eos)]
-            seqs, masks, vision = (list(x) for x in zip(*rows))
-            inputs, mask = policy.make_inputs(seqs, masks, vision)
             policy.train()
-            logp, mask = policy.log_prob(inputs)[0], mask.to(policy.device)
-            loss = -(logp * mask).sum() / mask.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.algo.max_grad_norm)
-            opt.step()
-            loss_val = float(loss.detach())
+            loss_val = nll_step(policy, rows, opt, cfg.algo.max_grad_norm)
             advance(f"nll {loss_val:.3f}")
     env.close()
     if critic is not None:  # the critic starts from the weights RL starts from

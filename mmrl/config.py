@@ -201,6 +201,9 @@ class AlgoConfig:
     overlong_penalty: Annotated[float, NON_NEGATIVE] = 1.0  # magnitude of the full overlong penalty
     replay_capacity: Annotated[int, COUNT] = 0  # selective sample replay buffer size (VL-Rethinker https://arxiv.org/abs/2504.08837); 0 = off
     replay_max_zero_frac: Annotated[float, FRACTION] = 0.5  # replay stored samples when more than this fraction of groups has zero advantage
+    temporal_contrast: Annotated[float, NON_NEGATIVE] = 0.0  # Video-R1 T-GRPO (https://arxiv.org/abs/2503.21776): bonus to a video group's correct answers when it does about as well on ordered frames as on shuffled ones (paper: 0.3; mmrl.trainer.temporal); 0 = off
+    temporal_contrast_ratio: Annotated[float, POSITIVE] = 0.8  # T-GRPO: the bonus is paid when accuracy(ordered) >= this x accuracy(shuffled) (paper: 0.8)
+    temporal_contrast_samples: Annotated[int | None, SIZE] = None  # T-GRPO: answers sampled per group on the shuffled frames (scored, never trained on); None = algo.group_size
 
 
 @dataclass
@@ -275,6 +278,13 @@ RELATIONS: dict[type, list[tuple[str, Callable[[Any], bool], str]]] = {
     RunConfig: [
         ("algo.overlong_cache", lambda c: c.algo.overlong_cache < c.rollout.max_new_tokens,
          "an integer < rollout.max_new_tokens (the window lies inside the generation budget)"),
+        # T-GRPO asks the VLM again on shuffled frames and scores the answers on the env's deferred reward columns
+        ("algo.temporal_contrast", lambda c: not c.algo.temporal_contrast or c.policy.kind == "vlm",
+         "0 (off) unless policy.kind is vlm (the policy answers again on shuffled video frames)"),
+        ("algo.temporal_contrast", lambda c: not c.algo.temporal_contrast or c.env.max_turns == 1,
+         "0 (off) unless env.max_turns is 1 (single-turn video questions)"),
+        ("algo.temporal_contrast", lambda c: not c.algo.temporal_contrast or bool(c.rewards),
+         "0 (off) unless `rewards` is set (the shuffled answers are scored on the env's reward columns)"),
         # an env that reads the model's coordinates (GUI, zoom) must read them in the model's frame: one source of truth
         *((f"model.{key}", (lambda c, key=key: _env_agrees(c, key)),
            f"equal to env.kwargs.{key} (and env.eval_kwargs.{key}) where given: the env reads the model's coordinates in that frame")

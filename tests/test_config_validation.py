@@ -92,6 +92,11 @@ BAD = [
     (Q, ["algo.overlong_penalty=-1"], "algo.overlong_penalty", "finite number >= 0"),
     (Q, ["algo.replay_capacity=-1"], "algo.replay_capacity", "integer >= 0"),
     (Q, ["algo.replay_max_zero_frac=2"], "algo.replay_max_zero_frac", "finite number in [0, 1]"),
+    (Q, ["algo.temporal_contrast=-0.3"], "algo.temporal_contrast", "finite number >= 0"),
+    (Q, ["algo.temporal_contrast_ratio=0"], "algo.temporal_contrast_ratio", "finite number > 0"),
+    (Q, ["algo.temporal_contrast_samples=0"], "algo.temporal_contrast_samples", "integer >= 1 or null"),
+    (Q, ["algo.temporal_contrast=0.3", "env.max_turns=2"], "algo.temporal_contrast", "unless env.max_turns is 1"),
+    (Q, ["algo.temporal_contrast=0.3", "rewards={}"], "algo.temporal_contrast", "0 (off) unless `rewards` is set"),
     (Q, ["algo.advantage=' '"], "algo.advantage", "non-empty name"),
     (Q, ["algo.loss=''"], "algo.loss", "non-empty name"),
     (Q, ["rollout.temperature=.inf"], "rollout.temperature", "finite number > 0"),
@@ -142,6 +147,7 @@ BAD = [
     (C, ["train.steps=-1"], "train.steps", "integer >= 0"),
     (C, ["train.eval_size=0"], "train.eval_size", "integer >= 1"),
     (C, ["seed=-3"], "seed", "integer in [0, 2**64 - 1]"),
+    (C, ["algo.temporal_contrast=0.3"], "algo.temporal_contrast", "0 (off) unless policy.kind is vlm"),
     # an env reading the model's coordinates in another frame than the model writes them in
     (G, ["model.coordinate_convention=qwen2_vl"], "model.coordinate_convention", "equal to env.kwargs.coordinate_convention"),
     (G, ["env.eval_kwargs.max_pixels=50176"], "model.max_pixels", "equal to env.kwargs.max_pixels"),
@@ -175,7 +181,9 @@ def test_train_steps_0_evaluates_only():
     ["algo.clip_low=null", "algo.clip_high=4.0"], ["algo.gamma=0", "algo.lam=1"], ["model.device=cuda:1"],
     ["model.device=mps"], ["algo.kl_kind=low_var_kl"], ["model.min_pixels=3136", "model.max_pixels=3136"],
     ["algo.overlong_cache=15"], ["rewards.format=-0.5"], ["env.max_turns=null"], ["train.keep_checkpoints=0"],
-    [JUDGE, "judges.j.kind=process", "judges.j.step_tag='\n\n'"], ["seed=18446744073709551615"], ["algo.lr=1e-5"],
+    [JUDGE, "judges.j.kind=process", "judges.j.step_tag='\n\n'"],
+    ["algo.temporal_contrast=0.3", "algo.temporal_contrast_samples=null"], ["seed=18446744073709551615"],
+    ["algo.lr=1e-5"],
 ])  # fmt: skip
 def test_edge_values_that_are_allowed(overrides):
     load_config(Q, overrides)

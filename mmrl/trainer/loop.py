@@ -27,7 +27,7 @@ from mmrl.config import ConfigError, RunConfig, to_dict, validate
 from mmrl.policies import base
 from mmrl.policies.base import SamplingParams
 from mmrl.rollout.collector import Collector, generated_tokens
-from mmrl.trainer import TrainingError
+from mmrl.trainer import TrainingError, temporal
 from mmrl.trainer import checkpoint as ckpt
 from mmrl.trainer.build import env_factory, evaluate, make_pool, register_judges
 from mmrl.trainer.logging import MetricsLogger
@@ -129,6 +129,8 @@ class Trainer:
         ckpt.claim_run_dir(self.run_dir, to_dict(cfg), cfg.train.resume, cfg.train.overwrite)
         self.pool = make_pool(cfg)
         spaces = (self.pool.single_observation_space, self.pool.single_action_space)
+        if cfg.algo.temporal_contrast:  # Video-R1's T-GRPO needs grouped advantages and an env with videos
+            temporal.check(cfg, spaces[0])
         resume_from, state = None, None
         if cfg.train.resume and ckpt.list_checkpoints(self.run_dir):  # the newest readable checkpoint
             found = ckpt.load_latest(self.run_dir, lambda path: (ckpt.load_trainer_state(path),
@@ -216,9 +218,13 @@ class Trainer:
         return trajs, stats
 
     def score(self, trajs: list[Trajectory]) -> dict[str, float]:
-        """The batched reward stage, then DAPO's overlong shaping (token families) on each episode's last step."""
+        """The batched reward stage, Video-R1's temporal bonus, then DAPO's overlong shaping (token families) on each
+        episode's last step."""
         a = self.cfg.algo
         dropped = self.rewards(trajs)  # a non-finite reward: an error, or (drop) its episode leaves the list
+        contrast: dict[str, float] = {}  # Video-R1's T-GRPO: a bonus to correct answers that needed the frame order
+        if a.temporal_contrast and trajs:
+            contrast = temporal.apply(trajs, self.policy, self.cfg, self.sampling, self.step)
         if a.overlong_cache and self.family.tokens:  # soft overlong punishment over the last overlong_cache tokens
             lengths = torch.tensor([sum(generated_tokens(s.record) for s in t.steps) for t in trajs])
             penalty = filters.overlong_penalty(lengths, self.sampling.max_new_tokens, a.overlong_cache, a.overlong_penalty)
@@ -229,7 +235,7 @@ class Trainer:
             stats["reward/overlong/mean"] = float(penalty.mean())
         if dropped:
             stats["reward/nonfinite_dropped"] = float(dropped)
-        return stats
+        return {**stats, **contrast}
 
     def stats(self, trajs: list[Trajectory]) -> dict[str, float]:
         """Reward mean/std (per reward function too), success, episode returns and lengths of a scored batch."""

@@ -23,6 +23,17 @@ def tiny_policy(tiny_model_path):
     return load_policy(tiny_model_path, device="cpu")
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models on a busy 2-core machine: more threads only contend)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_and_seeded():
     logging.getLogger("transformers").setLevel(logging.ERROR)

@@ -28,13 +28,7 @@ from mmrl.types import Batch
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """64-unit MLPs: one torch thread is fastest, and two threads on a busy 2-core machine are 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a busy 2-core machine: one torch thread is fastest
 
 
 # ------------------------------------------------------------------------------------------------------- value loss

@@ -21,13 +21,7 @@ from mmrl.policies.diffusion.family import FAMILY, config
 from mmrl.policies.flow import ActionExpert, behaviour_clone
 from mmrl.types import Step, Trajectory
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a busy 2-core machine: one torch thread is fastest
 
 
 def _alpha_bar(K: int) -> np.ndarray:

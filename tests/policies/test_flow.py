@@ -29,14 +29,7 @@ from mmrl.policies.flow.family import build_chunk_policy, config, load_demos
 from mmrl.trainer.loop import Trainer
 from mmrl.types import Batch, Step, Trajectory
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny MLPs: one torch thread is fastest on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a busy 2-core machine: one torch thread is fastest
 
 
 def _expert(H: int = 3, A: int = 2, F: int = 5) -> ActionExpert:

@@ -25,12 +25,7 @@ INSTRUCTIONS = ("Reach.", "Reach the target shown by the red square in the pictu
 SIDE = 32  # toy image side (the tiny image processor resizes every image to 56 x 56: 4 image tokens)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a busy 2-core machine: one torch thread is fastest
 
 
 def _image(g: float) -> np.ndarray:

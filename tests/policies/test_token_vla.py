@@ -61,13 +61,7 @@ if TOY_ID not in gym.registry:
     gym.register(TOY_ID, entry_point=ToyReach)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A tiny model on a busy 2-core machine: one torch thread is fastest."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a busy 2-core machine: one torch thread is fastest
 
 
 def _cfg(model_path, *overrides: str):

@@ -27,13 +27,19 @@ class FlakyCartPole(gym.Wrapper):
     worker does not replay its fault): a third of the faults raise, a third hang for a minute, a third kill the process
     (``kinds`` picks which may happen)."""
 
-    def __init__(self, p: float = 0.05, kinds: str = "raise,hang,exit") -> None:
+    def __init__(self, p: float = 0.05, kinds: str = "raise,hang,exit", first_fault: str | None = None) -> None:
         super().__init__(gym.make("CartPole-v1"))
         self.p, self.kinds = p, kinds.split(",")
         self.rng = random.Random(int.from_bytes(os.urandom(8), "little"))
+        self.first_fault = first_fault  # a file path: the first env (of any process) to step past 4 steps faults
+        self.steps = 0
 
     def step(self, action):
         draw = self.rng.random()
+        self.steps += 1
+        if self.first_fault and self.steps > 4 and not os.path.exists(self.first_fault):
+            Path(self.first_fault).touch()  # at least one fault in the test, whatever the draws
+            draw = 0.0
         if draw < self.p:
             kind = self.kinds[int(draw / self.p * len(self.kinds))]
             if kind == "raise":
@@ -68,8 +74,10 @@ def test_an_env_that_raises_is_restarted_and_its_episode_left_out():
     pool.close()
 
 
-def test_a_hung_or_dead_worker_restarts_the_pool_and_the_episodes_in_flight_are_counted():
-    pool = EnvPool(lambda: FlakyCartPole(p=0.08, kinds="hang,exit"), num_envs=2, mode="async", step_timeout=1.0)
+def test_a_hung_or_dead_worker_restarts_the_pool_and_the_episodes_in_flight_are_counted(tmp_path):
+    marker = str(tmp_path / "first_fault")  # the first fault is a hang; without it, 80 steps draw none 0.13% of the time
+    pool = EnvPool(lambda: FlakyCartPole(p=0.08, kinds="hang,exit", first_fault=marker), num_envs=2, mode="async",
+                   step_timeout=1.0)  # fmt: skip
     collector = Collector(Zero(), pool)
     start = time.time()
     trajs = collector.fragments(40, SamplingParams(), seed=0)

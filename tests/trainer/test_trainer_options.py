@@ -37,7 +37,7 @@ def fake(rewards, group_ids, lengths=None):
     ("model.max_context_tokens=512 rollout.horizon=8 algo.advantage=gae", "model.max_context_tokens: fixed-horizon"),
     ("algo.advantage=nope", "unknown"),
     ("algo.kl_in_reward=true algo.kl_coef=0.1", "algo.kl_in_reward: 'grpo' has one reward per sequence"),
-    ("algo.kl_in_reward=true algo.advantage=reinforce_pp", "algo.kl_in_reward: set algo.kl_coef > 0"),
+    ("algo.kl_in_reward=true algo.kl_coef=0 algo.advantage=reinforce_pp", "algo.kl_in_reward: set algo.kl_coef > 0"),
     ("algo.replay_capacity=8 algo.advantage=gae", "algo.replay_capacity"),
     ("algo.tis_cap=2.0", "algo.tis_cap"),
     ("algo.vppo_top_frac=1.5", "algo.vppo_top_frac"),

@@ -57,9 +57,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
-import rewards
 from envs.gui.actions import ActionParseError, GuiAction, format_action, parse_action
-from envs.gui.grounding import convention_text, point_in, policy_frame
+from envs.gui.grounding import check_frame_options, convention_text, point_in, policy_frame
 from envs.gui.screens import (
     BUTTON_LABELS,
     CHECKBOX_LABELS,
@@ -169,9 +168,7 @@ class GuiAppEnv(gym.Env[dict[str, Any], str]):
         if cfg.task != "mixed" and cfg.task not in self.level.tasks:
             known = ", ".join(self.level.tasks)
             raise ConfigError(f"task: '{cfg.task}' is not a level-{cfg.difficulty} task (known: {known}, mixed)")
-        if cfg.coordinate_convention not in rewards.CONVENTIONS:
-            known = ", ".join(rewards.CONVENTIONS)
-            raise ConfigError(f"coordinate_convention: unknown '{cfg.coordinate_convention}' (known: {known})")
+        check_frame_options(cfg)  # the app's min_pixels / max_pixels were not checked before
         if cfg.split not in ("train", "eval"):
             raise ConfigError(f"split: expected train or eval, got '{cfg.split}'")
         if cfg.solution not in ("oracle", "random"):

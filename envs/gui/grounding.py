@@ -188,6 +188,18 @@ def pixel_box(bbox: tuple[float, float, float, float], bbox_format: str, width: 
     return a, b, c, d
 
 
+def check_frame_options(cfg: Any) -> None:
+    """One-line :class:`ConfigError` for an env config's policy-frame options: ``coordinate_convention`` (one of
+    ``rewards.CONVENTIONS``), ``min_pixels`` / ``max_pixels`` (an integer >= one 28x28 patch, or None)."""
+    if cfg.coordinate_convention not in rewards.CONVENTIONS:
+        known = ", ".join(rewards.CONVENTIONS)
+        raise ConfigError(f"coordinate_convention: unknown '{cfg.coordinate_convention}' (known: {known})")
+    for name in ("min_pixels", "max_pixels"):
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, int) or value < 28 * 28):
+            raise ConfigError(f"{name}: expected an integer >= 784 (one 28x28 patch) or null, got {value!r}")
+
+
 def policy_frame(convention: str, width: int, height: int, min_pixels: int | None = None,
                  max_pixels: int | None = None) -> rewards.Frame:  # fmt: skip
     """The :class:`rewards.Frame` of a policy using ``convention`` on a ``width`` x ``height`` screenshot (the pixel
@@ -244,13 +256,7 @@ class GuiGroundingEnv(VQAEnv):
             raise ConfigError(f"solution: expected oracle or random, got '{cfg.solution}'")
         if cfg.answer_type not in ANSWER_TYPES:
             raise ConfigError(f"answer_type: expected point or box, got '{cfg.answer_type}'")
-        if cfg.coordinate_convention not in rewards.CONVENTIONS:
-            known = ", ".join(rewards.CONVENTIONS)
-            raise ConfigError(f"coordinate_convention: unknown '{cfg.coordinate_convention}' (known: {known})")
-        for name in ("min_pixels", "max_pixels"):
-            value = getattr(cfg, name)
-            if value is not None and (not isinstance(value, int) or value < 28 * 28):
-                raise ConfigError(f"{name}: expected an integer >= 784 (one 28x28 patch) or null, got {value!r}")
+        check_frame_options(cfg)
         try:
             cfg.prompt_template.format(instruction="", format="", convention="")
         except (KeyError, IndexError, ValueError) as e:

@@ -66,9 +66,8 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from PIL import Image
 
-import rewards
 from envs.gui.actions import _NUM
-from envs.gui.grounding import convention_text, policy_frame
+from envs.gui.grounding import check_frame_options, convention_text, policy_frame
 from envs.vqa.base import Episode, RGBImage, VQAEnv, _copy, image_hw
 from envs.vqa.render import KINDS, PALETTE, Shape, draw_scene
 from mmrl.config import ConfigError, from_dict
@@ -193,13 +192,7 @@ class ZoomVQAEnv(VQAEnv):
         if cfg.max_zooms < 0 or cfg.max_steps < 1:
             raise ConfigError(f"max_zooms / max_steps: need max_zooms >= 0 and max_steps >= 1, got {cfg.max_zooms} "
                               f"/ {cfg.max_steps}")  # fmt: skip
-        if cfg.coordinate_convention not in rewards.CONVENTIONS:
-            known = ", ".join(rewards.CONVENTIONS)
-            raise ConfigError(f"coordinate_convention: unknown '{cfg.coordinate_convention}' (known: {known})")
-        for name in ("min_pixels", "max_pixels"):
-            value = getattr(cfg, name)
-            if value is not None and (not isinstance(value, int) or value < 28 * 28):
-                raise ConfigError(f"{name}: expected an integer >= 784 (one 28x28 patch) or null, got {value!r}")
+        check_frame_options(cfg)
         if cfg.split not in ("train", "eval"):
             raise ConfigError(f"split: expected train or eval, got '{cfg.split}'")
         if cfg.solution not in SOLUTIONS:

@@ -211,6 +211,8 @@ def test_gymnasium_env_checker_with_spec():
         ({"task": "form"}, "task"),
         ({"task": "dance"}, "task"),
         ({"coordinate_convention": "qwen9"}, "coordinate_convention"),
+        ({"min_pixels": 100}, "min_pixels"),
+        ({"max_pixels": "big"}, "max_pixels"),
         ({"image_size": 64}, "image_size"),
         ({"max_steps": 0}, "max_steps"),
         ({"split": "test"}, "split"),

@@ -284,17 +284,13 @@ class SyntheticVideoVQAEnv(VQAEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Draw a new clip and question (``options={"task": "order"}`` picks the task of this episode).
-
-        ``options={"shuffle_frames": True}`` shows the clip drawn with its frames in a random order other than the
-        true one (``info["frame_order"]``), ground truth unchanged: Video-R1's T-GRPO rolls a group out on the same
-        seed ordered and shuffled (:func:`rewards.temporal_contrast_bonus`)."""
+        """Draw a new clip and question (``options={"task": "order"}`` picks the task of this episode). T-GRPO's
+        shuffled frames are the trainer's (:mod:`mmrl.trainer.temporal`), for any env with videos."""
         super().reset(seed=seed)
         options = dict(options or {})
         task = options.pop("task", None)
-        shuffle = bool(options.pop("shuffle_frames", False))
         if options:
-            raise ValueError(f"reset(options=...): unknown keys {sorted(options)} (known: task, shuffle_frames)")
+            raise ValueError(f"reset(options=...): unknown keys {sorted(options)} (known: task)")
         if task is None:
             task = self.config.task if self.config.task != "mixed" else TASKS[int(self.np_random.integers(len(TASKS)))]
         if task not in TASKS:
@@ -314,12 +310,6 @@ class SyntheticVideoVQAEnv(VQAEnv):
             columns={"task": task, "question": clip.question, "answer_choices": list(clip.choices)},
             info={"task": task, "question": clip.question, "objects": objects},
         )
-        if shuffle:  # drawn after the clip, so the clip is the one the same seed shows ordered
-            order = np.arange(len(video))
-            while (order == np.arange(len(video))).all():
-                order = self.np_random.permutation(len(video))
-            video = video[order]  # [T, H, W, 3]
-            episode.info["frame_order"] = order.tolist()
         self._video = video
         obs, info = self._begin(episode, None)  # type: ignore[arg-type]  # no augmentations: no context used
         obs.update(videos=(video.copy(),), video_fps=(np.asarray(self.config.fps, np.float64),))  # 0-d: a Box value

@@ -111,6 +111,17 @@ class Episode:
     info: dict[str, Any] = field(default_factory=dict)  # extra info keys (reset and step)
 
 
+def question_prompt(template: str, question: str, hint: str, choices: list[str]) -> str:
+    """A synthetic env's ``prompt_template`` filled with ``{question}``, ``{hint}`` and ``{choices}`` (comma-joined); a
+    template with another placeholder is a one-line :class:`ConfigError`."""
+    try:
+        return template.format(question=question, hint=hint, choices=", ".join(choices))
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(
+            f"prompt_template: bad placeholder {e} (use {{question}}, {{hint}}, {{choices}}; double other braces)"
+        ) from None
+
+
 def reference_solution(answer: str, thought: str) -> str:
     """``<think>{thought}</think><answer>{answer}</answer>``: the completion format the ``format`` reward expects."""
     return f"<think>{thought}</think><answer>{answer}</answer>"

@@ -65,7 +65,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from envs.transforms import AugmentContext, Mixup, Rotation
-from envs.vqa.base import Episode, VQAEnv, image_hw, reference_solution
+from envs.vqa.base import Episode, VQAEnv, image_hw, question_prompt, reference_solution
 from envs.vqa.render import (
     GRID_CELL,
     KINDS,
@@ -290,12 +290,7 @@ class SyntheticVQAEnv(VQAEnv):
 
     # ------------------------------------------------------------------------------------------------------ prompts
     def _format(self, question: str, hint: str, choices: list[str]) -> str:
-        try:
-            return self.config.prompt_template.format(question=question, hint=hint, choices=", ".join(choices))
-        except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError(
-                f"prompt_template: bad placeholder {e} (use {{question}}, {{hint}}, {{choices}}; double other braces)"
-            ) from None
+        return question_prompt(self.config.prompt_template, question, hint, choices)
 
     def _all_questions(self) -> list[tuple[str, str, list[str]]]:
         """Every (question, hint, choices) this config can ask, to size the observation's Text space."""

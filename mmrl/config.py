@@ -109,7 +109,7 @@ COORDINATE_CONVENTIONS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "pixel", "normal
 POOL_MODES = ("sync", "async")  # mmrl.rollout.pool.POOL_MODES
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")  # losses.AGG_MODES
 KL_KINDS = ("k1", "k2", "k3", "kl", "mse", "low_var_kl")  # mmrl.algos.kl.KL_KINDS (the last three are aliases)
-WARMUP_TARGETS = ("format", "answer", "solution")  # mmrl.policies.vlm.warmup.TARGETS
+WARMUP_TARGETS = ("format", "answer", "solution", "truth")  # mmrl.policies.vlm.warmup.TARGETS
 NONFINITE_REWARDS = ("error", "drop")  # mmrl.trainer.scoring.NONFINITE
 JUDGE_KINDS = ("generative", "process")  # mmrl.trainer.build.register_judges
 JUDGE_MODES = ("score", "compare")  # rewards.judges.GenerativeJudge
@@ -211,7 +211,7 @@ class WarmupConfig:
     steps: Annotated[int, COUNT] = 0  # supervised fine-tuning steps on the env's reference answers before RL (0 = none)
     batch_size: Annotated[int, SIZE] = 32  # examples per supervised step
     lr: Annotated[float, POSITIVE] = 1e-3  # learning rate of the warm-up
-    targets: Annotated[str, one_of(*WARMUP_TARGETS)] = "format"  # format: the reference completion with a random answer choice (teaches the format, not the task) | answer: <answer>random choice</answer> only | solution: the reference completion
+    targets: Annotated[str, one_of(*WARMUP_TARGETS)] = "format"  # format: the reference completion with a random answer choice (teaches the format, not the task) | answer: <answer>random choice</answer> only | solution: the reference completion | truth: <answer>true answer</answer> only (supervised fine-tuning before RL)
     turns: Annotated[int, SIZE] = 1  # turns of each warm-up episode: the env is stepped with each target and the next info["solution"] is the next target (multi-turn envs); 1 = the first turn only
 
 

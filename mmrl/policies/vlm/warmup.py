@@ -3,7 +3,9 @@
 The env's reset info provides ``solution`` (a reference completion), ``answer`` and optionally ``answer_choices``. With
 ``warmup.targets = "format"`` every mention of the true answer in the solution is replaced by one drawn uniformly from
 the answer choices (``"answer"``: the target is only ``<answer>{drawn}</answer>``): the policy learns the output format
-but not the task, and any accuracy gained later comes from RL alone. ``"solution"`` trains on the reference itself.
+but not the task, and any accuracy gained later comes from RL alone. ``"solution"`` trains on the reference itself;
+``"truth"`` on ``<answer>{true answer}</answer>`` alone (a short supervised stage before RL: the policy starts with
+some of the task, and RL's gain is measured over it).
 
 Multi-turn envs (``warmup.turns > 1``): the env is stepped with each turn's target and the ``solution`` of the step's
 info is the next turn's target, so the format of later turns (an answer after a zoom, the next GUI action) is taught
@@ -29,12 +31,16 @@ from mmrl.policies.vlm.critic import VLMCritic
 from mmrl.policies.vlm.policy import VLMPolicy
 from mmrl.types import Batch
 
-TARGETS = ("format", "answer", "solution")
+TARGETS = ("format", "answer", "solution", "truth")
 END_OF_TURN = "<|im_end|>"  # Qwen's chat template closes an assistant turn with it
 
 
 def target_text(info: dict[str, Any], targets: str, rng: np.random.Generator) -> str:
     """The completion to imitate for one episode, from its reset ``info`` (see the module docstring)."""
+    if targets == "truth":
+        if "answer" not in info:
+            raise ConfigError("warmup.targets: 'truth' needs the env's true answer (info['answer']); this env gives none")
+        return f"<answer>{info['answer']}</answer>"
     if "solution" not in info:
         raise ConfigError("warmup.steps: the env gives no reference completion (info['solution']) to warm up on")
     target = str(info["solution"])

@@ -275,6 +275,8 @@ RELATIONS: dict[type, list[tuple[str, Callable[[Any], bool], str]]] = {
          "an integer >= model.min_pixels"),
     ],
     JudgeConfig: [("bad", lambda j: j.bad != j.good, "a token other than the judge's `good`")],
+    WarmupConfig: [("turns", lambda w: w.targets != "truth" or w.turns == 1,
+                    "1 with targets 'truth' (the true final answer is not every turn's target)")],
     RunConfig: [
         ("algo.overlong_cache", lambda c: c.algo.overlong_cache < c.rollout.max_new_tokens,
          "an integer < rollout.max_new_tokens (the window lies inside the generation budget)"),

@@ -62,6 +62,7 @@ BAD = [
     (Q, ["train.save_every=-1"], "train.save_every", "integer >= 0"),
     (Q, ["train.eval_size=0"], "train.eval_size", "integer >= 1"),
     (Q, ["warmup.targets=everything"], "warmup.targets", "one of format | answer | solution | truth"),
+    (Q, ["warmup.targets=truth", "warmup.turns=2"], "warmup.turns", "1 with targets 'truth'"),
     # every other kind of rule: non-finite numbers, bounds, enumerations, names, paths, mappings, relations
     (Q, ["algo.lr=.inf"], "algo.lr", "finite number > 0"),
     (Q, ["algo.lr=-.inf"], "algo.lr", "finite number > 0"),

@@ -10,6 +10,7 @@ import doctest
 import importlib
 import json
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -28,6 +29,8 @@ from mmrl.policies.flow.family import FAMILY as FLOW
 from mmrl.policies.flow.family import build_chunk_policy, config, load_demos
 from mmrl.trainer.loop import Trainer
 from mmrl.types import Batch, Step, Trajectory
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a busy 2-core machine: one torch thread is fastest
 
@@ -487,3 +490,26 @@ def test_ppo_improves_a_biased_bc_policy(tmp_path, chunk_families, kind, kwargs)
     summary = Trainer(cfg, show_progress=False).fit()
     assert summary["return_before_rl"] < -1.2
     assert summary["return_after_rl"] > summary["return_before_rl"] + 1.0, summary
+
+
+def test_the_reevaluation_script_replays_the_bc_policy_and_reads_the_final_checkpoint(tmp_path, chunk_families):
+    """scripts/bench/reeval_runs.py: the warm-up replayed from the run's config.json reproduces the run's own step-0
+    figure, and the last checkpoint its final one (same policy, same eval seeds)."""
+    spec = importlib.util.spec_from_file_location("reeval_runs", ROOT / "scripts/bench/reeval_runs.py")
+    reeval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reeval)
+    demos = _demos(tmp_path / "demos.npz", bias=0.2)
+    cfg = _reach_config(tmp_path, "flow", "{estimator: flow_sde, granularity: action, steps: 4}", demos)
+    torch.manual_seed(0)
+    Trainer(cfg, show_progress=False).fit()
+    run = tmp_path / "reach"
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in logged if "eval/success" in r]
+    assert [r["step"] for r in evals] == [0, 3]
+    [same] = reeval.main([str(run), "--episodes", "8"])  # the run's own eval size: every figure reproduced
+    assert same["start_success"] == evals[0]["eval/success"] and same["final_success"] == evals[1]["eval/success"]
+    assert same["start_return"] == pytest.approx(evals[0]["eval/return"], abs=1e-9)
+    assert same["final_return"] == pytest.approx(evals[1]["eval/return"], abs=1e-9)
+    [more] = reeval.main([str(run), "--episodes", "20", "--out", str(tmp_path / "r.json")])
+    assert more["episodes"] == 20 and more["replayed_first"] == more["logged_first"] == evals[0]["eval/success"]
+    assert json.loads((tmp_path / "r.json").read_text()) == [more]

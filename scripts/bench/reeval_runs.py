@@ -26,9 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from mmrl.config import load_config  # noqa: E402
+from mmrl.rollout.collector import Collector  # noqa: E402
 from mmrl.trainer import checkpoint as ckpt  # noqa: E402
-from mmrl.trainer.build import eval_episodes, evaluate_run  # noqa: E402
+from mmrl.trainer.build import eval_episodes, evaluate_run, make_pool  # noqa: E402
 from mmrl.trainer.loop import Trainer  # noqa: E402
+from mmrl.trainer.scoring import episode_return  # noqa: E402
 
 
 def first_eval(run_dir: Path) -> dict[str, float]:
@@ -50,16 +52,17 @@ def reevaluate(run_dir: Path, episodes: int) -> dict[str, float | int | str]:
         cfg = load_config(run_dir / "config.json", [f"train.eval_size={episodes}", f"train.output_dir={scratch}",
                                                     "train.overwrite=true"])  # fmt: skip
         trainer = Trainer(cfg, show_progress=False)
+        pool = make_pool(cfg, evaluation=True)
         try:
             trainer.warmup()
-            trainer.evaluate()  # builds the eval collector
-            trajs = eval_episodes(trainer.eval_collector, trainer.rewards, cfg)
+            trajs = eval_episodes(Collector(trainer.policy, pool, cfg.env.max_turns), trainer.rewards, cfg)
         finally:
+            pool.close()
             trainer.close()
         [after] = evaluate_run(cfg, [final])
     k = saved.train.eval_size
     start = np.array([float(t.success) if "success" in t.info else np.nan for t in trajs])
-    returns = np.array([sum(s.reward for s in t.steps) for t in trajs])
+    returns = np.array([episode_return(t) for t in trajs])
     logged = first_eval(run_dir)
     return {
         "run": run_dir.name, "episodes": len(trajs), "checkpoint": final.name,

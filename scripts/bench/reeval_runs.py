@@ -46,8 +46,7 @@ def reevaluate(run_dir: Path, episodes: int) -> dict[str, float | int | str]:
     """Start and final policy of ``run_dir`` on ``episodes`` eval seeds, and the replay check."""
     final = ckpt.latest_checkpoint(run_dir)
     if final is None:
-        raise SystemExit(f"{run_dir}: no checkpoint (train with train.save_every=0: the last step is still saved)")
-    saved = load_config(run_dir / "config.json", [])
+        raise SystemExit(f"{run_dir}: no checkpoint in checkpoints/ (the trainer saves every run's last step)")
     with tempfile.TemporaryDirectory() as scratch:
         cfg = load_config(run_dir / "config.json", [f"train.eval_size={episodes}", f"train.output_dir={scratch}",
                                                     "train.overwrite=true"])  # fmt: skip
@@ -60,7 +59,7 @@ def reevaluate(run_dir: Path, episodes: int) -> dict[str, float | int | str]:
             pool.close()
             trainer.close()
         [after] = evaluate_run(cfg, [final])
-    k = saved.train.eval_size
+    k = json.loads((run_dir / "config.json").read_text())["train"]["eval_size"]  # the run's own eval size
     start = np.array([float(t.success) if "success" in t.info else np.nan for t in trajs])
     returns = np.array([episode_return(t) for t in trajs])
     logged = first_eval(run_dir)

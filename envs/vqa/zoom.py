@@ -3,7 +3,8 @@ image before it answers, on a synthetic task where the answer is unreadable with
 
 The task: a large image (``image_size``, default 224 x 224) holds one tiny filled shape (a circle, square or triangle,
 ``mark_size`` of the shorter side: 20-28 px by default) inside one cell of a ``grid`` x ``grid`` grid; the question is
-"What shape is the small mark?". Shown to a Qwen-style model at a low resolution (its ``max_pixels``: 56 x 56 in
+"What shape is the small mark?". With ``cue`` every cell holds a mark and the question names the one asked about:
+"What shape is the small mark in row 2, column 3 of the 4 x 4 grid?" (the tool is then needed to read, not to find). Shown to a Qwen-style model at a low resolution (its ``max_pixels``: 56 x 56 in
 ``configs/zoom.yaml``) the mark is a 5-7 px coloured blob whose kind the tiny model cannot tell; the crop of its cell,
 enlarged to ``zoom_size`` (default: the image's size), shows it ``grid`` times larger.
 
@@ -88,6 +89,7 @@ class ZoomVQAConfig:
     tool: bool = True  # False: the no-tool baseline (one turn, same question, no zoom)
     image_size: int | list[int] = 224  # side or [height, width] of the scene (>= 32)
     grid: int = 2  # the mark sits inside one cell of a grid x grid grid; oracle and random warm-up zooms are cells
+    cue: bool = False  # every cell holds a mark and the question names the mark's cell ("in row 2, column 3")
     mark_size: list[float] = field(default_factory=lambda: [0.09, 0.125])  # mark side, fraction of the shorter side
     zoom_size: int | list[int] | None = None  # side or [height, width] a crop is enlarged to; None = image_size
     resample: str = "bicubic"  # nearest | bilinear | bicubic: how a crop is scaled
@@ -237,24 +239,35 @@ class ZoomVQAEnv(VQAEnv):
             shown = tuple(round(v, 3) for v in coords)
         return "zoom({})".format(", ".join(_num(v) for v in shown))
 
-    def _prompt(self) -> str:
+    def _question(self, index: int) -> str:
+        """:data:`QUESTION`, with ``cue`` naming cell ``index`` (rows and columns counted from 1, top left)."""
+        if not self.config.cue:
+            return QUESTION
+        r, c = divmod(index, self.config.grid)
+        return f"{QUESTION[:-1]} in row {r + 1}, column {c + 1} of the {self.config.grid} x {self.config.grid} grid?"
+
+    def _prompt(self, question: str) -> str:
         answer = "Answer <answer>shape</answer>: circle, square or triangle."
         if not self.config.tool:
-            return f"{QUESTION} {answer}"
-        return f"{QUESTION} {answer} Or first zoom(x1, y1, x2, y2), x, y in {convention_text(self.frame)}."
+            return f"{question} {answer}"
+        return f"{question} {answer} Or first zoom(x1, y1, x2, y2), x, y in {convention_text(self.frame)}."
 
     # ------------------------------------------------------------------------------------------------------- scenes
     def _sample(self) -> tuple[Shape, int]:
         """The mark (kind, colour, box) and the index of its cell, every draw from ``np_random``."""
+        index = int(self.np_random.integers(self.config.grid**2))
+        return self._mark_in(index), index
+
+    def _mark_in(self, index: int) -> Shape:
+        """A mark of random kind, colour and side at a random place inside cell ``index``."""
         rng = self.np_random
-        index = int(rng.integers(self.config.grid**2))
         x1, y1, x2, y2 = self.cell_box(index)
         side = int(rng.integers(self.mark_px[0], self.mark_px[1] + 1))
         x0 = int(rng.integers(x1 + 2, x2 - side - 1))  # 2 px from the cell's edges
         y0 = int(rng.integers(y1 + 2, y2 - side - 1))
         kind = KINDS[int(rng.integers(len(KINDS)))]
         color = list(PALETTE)[int(rng.integers(len(PALETTE)))]
-        return Shape(kind, color, PALETTE[color], (x0, y0, x0 + side - 1, y0 + side - 1)), index
+        return Shape(kind, color, PALETTE[color], (x0, y0, x0 + side - 1, y0 + side - 1))
 
     def _split_of(self, mark: Shape) -> str:
         key = repr((self.height, self.width, self.config.grid, mark.kind, mark.color, mark.box))
@@ -282,19 +295,21 @@ class ZoomVQAEnv(VQAEnv):
             mark, index = self._sample()
             if self._split_of(mark) == self.config.split:
                 break
+        others = [self._mark_in(i) for i in range(self.config.grid**2) if i != index] if self.config.cue else []
         self.mark, self.zooms, self.steps = mark, 0, 0
         solution = self._solution()
-        image = draw_scene([mark], self.height, self.width)
+        image = draw_scene([mark, *others], self.height, self.width)
         self._shown = image
+        question = self._question(index)
         episode = Episode(
-            text=self._prompt(),
+            text=self._prompt(question),
             images=[image],
             answer=mark.kind,
             answer_choices=list(KINDS),
             solution=solution,
             columns={"answer_choices": list(KINDS)},
             info={
-                "question": QUESTION,
+                "question": question,
                 "mark": {"kind": mark.kind, "color": mark.color, "box": list(mark.box)},
                 "cell": list(self.cell_box(index)),
                 "zooms": 0,

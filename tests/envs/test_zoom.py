@@ -143,6 +143,32 @@ def test_the_answer_is_what_the_pixels_show():
         assert cx0 <= x0 and cy0 <= y0 and x1 < cx1 and y1 < cy1
 
 
+def test_with_a_cue_every_cell_holds_a_mark_and_the_question_names_the_answers_cell():
+    """The cell is read back from the question's words (rows and columns from 1) and cut out by hand (224 / 4 = 56 px
+    cells); its ink's filled fraction gives the answer; every other cell holds a mark too; the oracle's crop shows the
+    named cell only, enlarged 4 times."""
+    import re
+
+    env = ZoomVQAEnv(seed=0, cue=True, grid=4, mark_size=[0.18, 0.22], **QWEN)
+    fractions = {"square": 1.0, "circle": math.pi / 4, "triangle": 0.5}
+    kinds = set()
+    for seed in range(20):
+        obs, info = env.reset(seed=seed)
+        row, col = map(int, re.search(r"in row (\d), column (\d) of the 4 x 4 grid\?", obs["text"]).groups())
+        ink = np.any(obs["images"][0] != 255, axis=-1)
+        cells = [ink[56 * r : 56 * (r + 1), 56 * c : 56 * (c + 1)] for r in range(4) for c in range(4)]
+        assert all(cell.any() for cell in cells) and sum(cell.sum() for cell in cells) == ink.sum()
+        target = cells[4 * (row - 1) + col - 1]
+        ys, xs = np.nonzero(target)
+        filled = target.sum() / ((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1))
+        assert min(fractions, key=lambda k: abs(fractions[k] - filled)) == info["answer"]
+        kinds.add(info["answer"])
+        crop = env.step(oracle_action(env))[0]["images"][0]
+        assert abs(np.any(crop < 200, axis=-1).sum() / 16 - target.sum()) < 0.1 * target.sum()  # 4 x 4 the area
+        assert env.step(oracle_action(env))[4]["success"]
+    assert kinds == set(fractions)
+
+
 def test_without_the_tool_one_turn_ends_the_episode():
     env = ZoomVQAEnv(seed=0, tool=False)
     obs, info = env.reset(seed=3)
@@ -244,7 +270,8 @@ def test_config_errors_name_the_argument(kwargs):
 
 
 @pytest.mark.filterwarnings("ignore:.*not having a spec")
-@pytest.mark.parametrize("kwargs", [{}, {"tool": False}, {"zoom_size": [112, 168], **QWEN}])
+@pytest.mark.parametrize("kwargs", [{}, {"tool": False}, {"zoom_size": [112, 168], **QWEN},
+                                    {"cue": True, "grid": 4, "mark_size": [0.18, 0.22], **QWEN}])  # fmt: skip
 def test_gymnasium_api(kwargs):
     check_env(ZoomVQAEnv(**kwargs))
     env = envs.make("zoom_vqa", seed=0, **kwargs)

@@ -3,10 +3,11 @@ image before it answers, on a synthetic task where the answer is unreadable with
 
 The task: a large image (``image_size``, default 224 x 224) holds one tiny filled shape (a circle, square or triangle,
 ``mark_size`` of the shorter side: 20-28 px by default) inside one cell of a ``grid`` x ``grid`` grid; the question is
-"What shape is the small mark?". With ``cue`` every cell holds a mark and the question names the one asked about:
-"What shape is the small mark in row 2, column 3 of the 4 x 4 grid?" (the tool is then needed to read, not to find). Shown to a Qwen-style model at a low resolution (its ``max_pixels``: 56 x 56 in
-``configs/zoom.yaml``) the mark is a 5-7 px coloured blob whose kind the tiny model cannot tell; the crop of its cell,
-enlarged to ``zoom_size`` (default: the image's size), shows it ``grid`` times larger.
+"What shape is the small mark?". Shown to a Qwen-style model at a low resolution (its ``max_pixels``, e.g. 56 x 56)
+the mark is a 5-7 px coloured blob whose kind the tiny model cannot tell; the crop of its cell, enlarged to
+``zoom_size`` (default: the image's size), shows it ``grid`` times larger. With ``cue`` every cell holds a mark and
+the question names the one asked about, "What shape is the small mark in row 2, column 3 of the 4 x 4 grid?": the
+tool is then needed to read, not to find (``configs/zoom.yaml``: a 4 x 4 grid, marks 4 times larger in a crop).
 
 Each turn the model either answers, ``<answer>circle</answer>`` (the episode ends, scored as in the VQA envs:
 ``rewards.composite`` in ``step``, or with ``defer_rewards`` a reward of 0 and ``info["reward_columns"]`` for the

@@ -1,5 +1,5 @@
-"""The zoom recipe (``configs/zoom.yaml``) and its no-tool baseline, run with the command its header gives, end to end on
-tiny sizes: two warm-up steps and one GRPO step through the real Trainer. With the tool the question offers the zoom
+"""The zoom recipe (``configs/zoom.yaml``) and its no-tool baseline, run with the command its header gives, end to end
+on tiny sizes: two warm-up steps and one GRPO step through the real Trainer. With the tool the question offers the zoom
 and the warm-up's targets follow the oracle (the zoom on the named cell, then the true answer); without it every
 episode is one turn and the zoom is not offered."""
 
@@ -62,7 +62,8 @@ def test_the_warm_up_targets_are_the_oracles_turns():
     for seed in range(10):
         obs, info = env.reset(seed=seed)
         row, col = map(int, re.search(r"row (\d), column (\d)", obs["text"]).groups())
-        assert info["solution"] == oracle_action(env) == f"zoom({14 * (col - 1)}, {14 * (row - 1)}, {14 * col}, {14 * row})"
+        cell = f"zoom({14 * (col - 1)}, {14 * (row - 1)}, {14 * col}, {14 * row})"  # 14 px cells of the 56 px view
+        assert info["solution"] == oracle_action(env) == cell
         obs, _, _, _, info = env.step(info["solution"])
         assert info["solution"] == f"<answer>{info['answer']}</answer>"
         assert env.step(info["solution"])[4]["success"]

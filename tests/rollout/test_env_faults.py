@@ -109,7 +109,8 @@ def test_a_run_on_an_env_faulting_at_5_percent_of_steps_completes(tmp_path, step
     assert sum(r.get("infra_failures", 0) for r in rows) > 0
     trained = [r for r in rows if "loss" in r]  # a step whose every fragment was lost trains on nothing ("skipped")
     assert all(r.get("skipped") == 1.0 and r["infra_failures"] > 0 for r in rows if "loss" not in r)
-    assert len(trained) >= max(1, steps // 3) and all(np.isfinite(r["loss"]) for r in trained)  # 4 of 25 skipped in one run
+    assert len(trained) >= max(1, steps // 3)  # 4 of 25 steps were skipped in one run
+    assert all(np.isfinite(r["loss"]) for r in trained)
 
 
 def test_an_env_that_keeps_failing_stops_the_run_after_max_restarts():

@@ -15,6 +15,7 @@ import pytest
 from envs.vqa.zoom import ZoomVQAEnv, oracle_action
 from mmrl.config import load_config
 from mmrl.trainer.loop import Trainer
+from mmrl.viz.rollouts import SAMPLES_FILE, step_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "configs/zoom.yaml"
@@ -34,7 +35,7 @@ def small(tiny_model_path, tmp_path) -> list[str]:
 
 
 def sampled_turns(run_dir: Path) -> list[list[dict]]:
-    rows = [json.loads(x) for x in (run_dir / "rollouts/step_000001/samples.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (step_dir(run_dir, 1) / SAMPLES_FILE).read_text().splitlines()]
     return [r["turns"] for r in rows]
 
 
